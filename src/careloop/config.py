@@ -1,0 +1,51 @@
+"""The one Settings object. Every value can come from a `CARELOOP_*` environment variable or `.env`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from careloop.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """careloop settings. `CARELOOP_DATABASE_URL=postgresql://...` switches the store."""
+
+    model_config = SettingsConfigDict(env_prefix="CARELOOP_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        "duckdb:///careloop.duckdb",
+        description="duckdb:///PATH (embedded, default), duckdb:///:memory: or postgresql://USER@HOST/DB",
+    )
+    workspace: str = Field("default", description="workspace (tenant) commands act in")
+    key_file: Path = Field(
+        Path(".careloop/keys.json"),
+        description="field-encryption keys (created on first use in dev); never stored in the database",
+    )
+    environment: str = Field("dev", description="dev | test | prod; prod refuses to create keys itself")
+    timezone: str = Field("Asia/Shanghai", description="default local time zone of patients and sources")
+    log_level: str = "INFO"
+    ingest_chunk_rows: int = Field(
+        500_000, ge=1000, description="rows validated and written per chunk during ingestion"
+    )
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    benchmarks_file: Path = Path("docs/benchmarks.md")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        if not v.startswith(("duckdb://", "postgresql://", "postgres://", "postgresql+psycopg://")):
+            raise ConfigError(
+                f"CARELOOP_DATABASE_URL must start with duckdb:// or postgresql:// (got {v.split(':')[0]}://)"
+            )
+        return v
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

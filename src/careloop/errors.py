@@ -1,0 +1,71 @@
+"""careloop's one error tree. Every message says what went wrong and what to do about it.
+
+    CareloopError
+    ├── ConfigError            settings or a mapping file are wrong
+    ├── StorageError           the database refused a statement (carries the SQL)
+    │   ├── MigrationError     the schema is newer than the code, or a migration failed
+    │   └── WorkspaceError     an operation would cross or miss a workspace
+    ├── IngestError            a source cannot be read at all (bad rows are quarantined, not raised)
+    │   └── MappingError       a column mapping does not fit the file
+    ├── PrivacyError           keys missing or an operation not allowed on personal data
+    └── NotFoundError          a named thing (run, quarantine row, entity) does not exist
+
+The API maps these to problem-details responses; the CLI prints them and exits non-zero.
+"""
+
+from __future__ import annotations
+
+
+class CareloopError(Exception):
+    """Base of every error careloop raises on purpose."""
+
+    exit_code = 1
+    http_status = 400
+
+
+class ConfigError(CareloopError):
+    """A setting, a mapping or a command-line option is wrong."""
+
+    exit_code = 2
+
+
+class StorageError(CareloopError):
+    """The database refused a statement; `sql` holds the statement that failed."""
+
+    http_status = 500
+
+    def __init__(self, message: str, *, sql: str | None = None) -> None:
+        super().__init__(message if sql is None else f"{message}\n  SQL: {sql[:2000]}")
+        self.sql = sql
+
+
+class MigrationError(StorageError):
+    """The database schema cannot be brought to this version of careloop."""
+
+
+class WorkspaceError(StorageError):
+    """A statement would read or write outside the current workspace."""
+
+    http_status = 403
+
+
+class IngestError(CareloopError):
+    """A source cannot be read at all (individual bad rows go to quarantine instead)."""
+
+    http_status = 422
+
+
+class MappingError(IngestError):
+    """A column mapping does not fit the file it is applied to."""
+
+
+class PrivacyError(CareloopError):
+    """Encryption keys are missing or an operation on personal data is not allowed."""
+
+    http_status = 403
+
+
+class NotFoundError(CareloopError):
+    """A named object does not exist."""
+
+    http_status = 404

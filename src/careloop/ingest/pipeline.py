@@ -1,0 +1,454 @@
+"""The ingestion pipeline: connector -> validate and normalise (SQL) -> protect -> merge / quarantine.
+
+Every batch is validated in the staging DuckDB connection with the rules of `careloop.ingest.rules`.
+Rows with a reason go to the `quarantine` table with source, file, line, field and reason, their
+original values encrypted; the others are de-duplicated on (source, key), personal identifiers are
+encrypted with blind indexes added, and the backend merges them: new keys are inserted, changed rows
+updated, identical rows counted as duplicates. Nothing stops the batch and nothing is dropped:
+rows read = accepted + updated + duplicates + quarantined, per entity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+from careloop.clock import SYSTEM_CLOCK, Clock
+from careloop.config import Settings, get_settings
+from careloop.domain import entities, field_specs
+from careloop.domain.fields import INDEXED_PII
+from careloop.errors import IngestError
+from careloop.ingest.batch import Rejection, StagedBatch
+from careloop.ingest.mapping import Mapping, load_mapping
+from careloop.ingest.rules import field_rule, icd10_rule, id_number_checks, ident, lit, phone_value
+from careloop.privacy.fields import FieldCipher
+from careloop.privacy.keys import load_keyring
+from careloop.storage.base import Backend
+from careloop.storage.schema import entity_table
+
+FORMATS = ("csv", "parquet", "jsonl", "fhir", "synthea")
+MAPPING_FILE = "careloop-mapping.yaml"
+
+Progress = Callable[[str, int, int], None]  # (what, done, total)
+
+
+@dataclass
+class EntityCounts:
+    rows: int = 0
+    accepted: int = 0  # new keys stored
+    updated: int = 0  # known keys whose content changed
+    duplicates: int = 0  # repeats of a stored row, or of a key earlier in the same batch
+    quarantined: int = 0
+
+
+@dataclass
+class IngestSummary:
+    run_id: str
+    workspace: str
+    path: str
+    format: str
+    status: str = "running"
+    files: int = 0
+    seconds: float = 0.0
+    entities: dict[str, EntityCounts] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return sum(c.rows for c in self.entities.values())
+
+    @property
+    def quarantined(self) -> int:
+        return sum(c.quarantined for c in self.entities.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["rows"] = self.rows
+        d["quarantined"] = self.quarantined
+        d["rows_per_second"] = round(self.rows / self.seconds, 1) if self.seconds else None
+        return d
+
+
+class Ingestor:
+    """Runs ingestion into one workspace of a backend."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        workspace: str | None = None,
+        *,
+        settings: Settings | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        cipher: FieldCipher | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self.backend = backend
+        self.workspace = workspace or self.settings.workspace
+        self.store = backend.workspace(self.workspace)
+        self.clock = clock
+        ring = load_keyring(self.settings.key_file, environment=self.settings.environment)
+        self.cipher = cipher or FieldCipher(ring)
+        self._hash_salt = hashlib.sha256(b"careloop-row-hash:" + ring.bidx_key).hexdigest()[:16]
+        self.progress = progress
+        self._q_seq = itertools.count(1)
+
+    # ---- entry point -------------------------------------------------------------------------
+    def ingest(
+        self, path: Path, fmt: str, *, mapping: Path | None = None, source: str | None = None
+    ) -> IngestSummary:
+        """Ingest a file or folder. Raises IngestError only when the source cannot be read at all."""
+        if fmt not in FORMATS:
+            raise IngestError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+        if not path.exists():
+            raise IngestError(f"{path} does not exist")
+        started = time.perf_counter()
+        run_id = f"r{self.clock.now():%Y%m%d%H%M%S}{secrets.token_hex(3)}"
+        summary = IngestSummary(run_id=run_id, workspace=self.workspace, path=str(path), format=fmt)
+        self.store.insert(
+            "ingest_run",
+            [
+                {
+                    "run_id": run_id,
+                    "source": source,
+                    "path": str(path),
+                    "format": fmt,
+                    "mapping": str(mapping) if mapping else None,
+                    "status": "running",
+                    "started_at": self.clock.now(),
+                }
+            ],
+        )
+        con = self.backend.staging_connection()
+        _register_udfs(con, self.cipher)
+        try:
+            items = self._items(con, path, fmt, mapping, source)
+            self._run(con, items, run_id, summary)
+            summary.status = "completed"
+        except Exception:
+            summary.status = "failed"
+            raise
+        finally:
+            summary.seconds = round(time.perf_counter() - started, 3)
+            self.store.execute(
+                "UPDATE ingest_run SET status = :status, finished_at = :at, summary = :summary "
+                "WHERE run_id = :run",
+                {
+                    "status": summary.status,
+                    "at": self.clock.now(),
+                    "summary": orjson.dumps(summary.to_dict()).decode(),
+                    "run": run_id,
+                },
+            )
+            if con is not self.backend.staging_connection():
+                con.close()
+        return summary
+
+    def _items(
+        self, con: duckdb.DuckDBPyConnection, path: Path, fmt: str, mapping: Path | None, source: str | None
+    ) -> Iterable[StagedBatch | Rejection]:
+        if fmt == "fhir":
+            from careloop.ingest.fhir import read_fhir
+
+            files = (
+                sorted(p for p in path.rglob("*") if p.suffix in (".json", ".ndjson"))
+                if path.is_dir()
+                else [path]
+            )
+            if not files:
+                raise IngestError(f"no .json / .ndjson FHIR files in {path}")
+            return read_fhir(files, source=source or "fhir")
+        from careloop.ingest.tabular import TabularReader, default_mapping
+
+        m: Mapping
+        if fmt == "synthea":
+            from careloop.ingest.synthea import synthea_mapping
+
+            if not path.is_dir():
+                raise IngestError(
+                    f"--format synthea expects the folder of a Synthea CSV export, not {path.name}"
+                )
+            m = synthea_mapping(path)
+            if source:
+                m.source = source
+            reader = TabularReader(con, "csv")
+        else:
+            if mapping is None and path.is_dir() and (path / MAPPING_FILE).exists():
+                mapping = path / MAPPING_FILE
+            m = load_mapping(mapping) if mapping else default_mapping(path, fmt, source)
+            if source:
+                m.source = source
+                for f in m.files:
+                    f.source = None
+            reader = TabularReader(con, fmt)
+        return _closing(reader.read(m, path), reader.close)
+
+    def _run(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        items: Iterable[StagedBatch | Rejection],
+        run_id: str,
+        summary: IngestSummary,
+    ) -> None:
+        pending: list[Rejection] = []
+        done = 0
+        for item in items:
+            if isinstance(item, Rejection):
+                pending.append(item)
+                counts = summary.entities.setdefault(item.entity, EntityCounts())
+                counts.rows += 1
+                counts.quarantined += 1
+                continue
+            counts = summary.entities.setdefault(item.entity, EntityCounts())
+            self._load(con, item, run_id, counts)
+            summary.files += 1
+            done += 1
+            if self.progress:
+                self.progress(f"{item.source}/{item.entity}", done, 0)
+            if len(pending) >= 10_000:
+                self._quarantine_rejections(pending, run_id)
+                pending = []
+        self._quarantine_rejections(pending, run_id)
+
+    # ---- one batch ---------------------------------------------------------------------------
+    def _load(
+        self, con: duckdb.DuckDBPyConnection, batch: StagedBatch, run_id: str, counts: EntityCounts
+    ) -> None:
+        if batch.entity not in entities():
+            raise IngestError(f"connector produced unknown entity {batch.entity!r}")
+        table = entity_table(batch.entity)
+        specs = field_specs(entities()[batch.entity])
+        registered = None
+        if batch.table is not None:
+            registered = f"_batch_{secrets.token_hex(4)}"
+            data = batch.table.append_column("_rid", pa.array(range(batch.table.num_rows), pa.int64()))
+            con.register(registered, data)
+            base = f"SELECT * FROM {registered}"
+        else:
+            assert batch.sql is not None
+            base = f"SELECT *, _line AS _rid FROM ({batch.sql})"
+        tz_changed = bool(batch.timezone and batch.timezone != self.settings.timezone)
+        if tz_changed:
+            con.execute(f"SET TimeZone = {lit(batch.timezone or '')}").fetchall()
+        try:
+            con.execute(f"CREATE OR REPLACE TEMP VIEW _in AS {base}").fetchall()
+            types = {r[0]: r[1] for r in con.execute("DESCRIBE _in").fetchall()}
+            self._validate(con, batch, specs, types)
+            self._quarantine_invalid(con, batch, run_id, counts, [c for c in types if not c.startswith("_")])
+            self._stage_valid(con, batch, specs, run_id, counts)
+            result = self.backend.merge_staged(table, con, "_s", self.workspace, self.clock.now())
+            counts.accepted += result.inserted
+            counts.updated += result.updated
+            counts.duplicates += result.unchanged
+        finally:
+            if tz_changed:
+                con.execute(f"SET TimeZone = {lit(self.settings.timezone)}").fetchall()
+            con.execute("DROP VIEW IF EXISTS _in").fetchall()
+            for t in ("_v", "_s"):
+                con.execute(f"DROP TABLE IF EXISTS {t}").fetchall()
+            if registered:
+                con.unregister(registered)
+
+    def _validate(
+        self, con: duckdb.DuckDBPyConnection, batch: StagedBatch, specs: list[Any], types: dict[str, str]
+    ) -> None:
+        values, reasons, fields = [], [], []
+        for spec in specs:
+            if spec.name == "source":
+                continue
+            if spec.name in types:
+                src, src_type = f"_in.{ident(spec.name)}", types[spec.name]
+            else:
+                src, src_type = "NULL", "VARCHAR"
+            rule = field_rule(spec, src, src_type, batch.date_formats.get(spec.name))
+            values.append(f"{rule.value} AS {ident(spec.name)}")
+            if rule.reason:
+                reasons.append(rule.reason)
+                fields.append(f"CASE WHEN ({rule.reason}) IS NOT NULL THEN {lit(spec.name)} END")
+        file_col = "_in._file" if "_file" in types else "NULL"
+        sql = (
+            f"CREATE OR REPLACE TEMP TABLE _v AS SELECT {', '.join(values)}, "
+            f"NULLIF(concat_ws('; ', {', '.join(reasons) or 'NULL'}), '') AS _reason, "
+            f"coalesce({', '.join(fields) or 'NULL'}) AS _field, "
+            f"_in._line AS _line, {file_col} AS _file, _in._rid AS _rid FROM _in"
+        )
+        con.execute(self._today(sql)).fetchall()
+        self._entity_checks(con, batch.entity)
+
+    def _today(self, sql: str) -> str:
+        """Rules compare with today: take it from the injected clock, not the database."""
+        return sql.replace("current_date", f"DATE '{self.clock.now().date().isoformat()}'")
+
+    def _entity_checks(self, con: duckdb.DuckDBPyConnection, entity: str) -> None:
+        """Cross-field rules: ICD-10 codes, birth date plausibility, values derived from the ID number."""
+        if entity == "condition":
+            rule = icd10_rule("code", "code_system")
+            con.execute(
+                f"UPDATE _v SET code = {rule.value}, "
+                f"_reason = coalesce(_reason || '; ' || ({rule.reason}), {rule.reason}, _reason), "
+                f"_field = coalesce(_field, CASE WHEN ({rule.reason}) IS NOT NULL THEN 'code' END)"
+            ).fetchall()
+        if entity == "patient":
+            con.execute(
+                "UPDATE _v SET _reason = coalesce(_reason || '; ', '') || 'birth_date: in the future', "
+                "_field = coalesce(_field, 'birth_date') WHERE birth_date > $today",
+                {"today": self.clock.now().date()},
+            ).fetchall()
+            con.execute(
+                "UPDATE _v SET _reason = coalesce(_reason || '; ', '') || 'death_date: before birth_date', "
+                "_field = coalesce(_field, 'death_date') WHERE death_date < birth_date"
+            ).fetchall()
+            con.execute(
+                "UPDATE _v SET "
+                "birth_date = coalesce(birth_date, CAST(strptime(substr(id_number, 7, 8), '%Y%m%d') AS DATE)), "
+                "sex = coalesce(sex, CASE WHEN CAST(substr(id_number, 17, 1) AS INTEGER) % 2 = 1 "
+                "THEN 'male' ELSE 'female' END) "
+                "WHERE _reason IS NULL AND id_number IS NOT NULL"
+            ).fetchall()
+        if entity == "patient_identifier":
+            fmt_ok, birth_ok, check_ok = id_number_checks("upper(value)")
+            con.execute(
+                self._today(
+                    f"UPDATE _v SET value = upper(value), _reason = CASE WHEN NOT ({fmt_ok} AND {birth_ok} AND {check_ok}) "
+                    "THEN coalesce(_reason || '; ', '') || 'value: ID number fails format, birth date or check character' "
+                    "ELSE _reason END, _field = coalesce(_field, CASE WHEN NOT "
+                    f"({fmt_ok} AND {birth_ok} AND {check_ok}) THEN 'value' END) WHERE kind = 'id_number'"
+                )
+            ).fetchall()
+            con.execute(f"UPDATE _v SET value = {phone_value('value')} WHERE kind = 'phone'").fetchall()
+
+    def _quarantine_invalid(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        batch: StagedBatch,
+        run_id: str,
+        counts: EntityCounts,
+        raw_cols: list[str],
+    ) -> None:
+        row = con.execute("SELECT count(*), count(_reason) FROM _v").fetchall()[0]
+        total, n_bad = (int(row[0]), int(row[1])) if row else (0, 0)
+        counts.rows += total
+        if n_bad == 0:
+            return
+        counts.quarantined += n_bad
+        raw = "to_json(struct_pack(" + ", ".join(f"{ident(c)} := _in.{ident(c)}" for c in raw_cols) + "))"
+        bad = con.sql(
+            f"SELECT v._line, v._file, v._field, v._reason, CAST({raw} AS VARCHAR) AS _raw "
+            "FROM _v v JOIN _in ON _in._rid = v._rid WHERE v._reason IS NOT NULL ORDER BY v._line"
+        ).to_arrow_table()
+        self._write_quarantine(
+            run_id,
+            [
+                (batch.entity, batch.source, r["_file"], r["_line"], r["_field"], r["_reason"], r["_raw"])
+                for r in bad.to_pylist()
+            ],
+        )
+
+    def _quarantine_rejections(self, rejections: list[Rejection], run_id: str) -> None:
+        if rejections:
+            self._write_quarantine(
+                run_id,
+                [
+                    (r.entity, r.source, r.file, r.line, r.field, r.reason, _raw_text(r.raw))
+                    for r in rejections
+                ],
+            )
+
+    def _write_quarantine(self, run_id: str, rows: list[tuple[Any, ...]]) -> None:
+        now = self.clock.now()
+        raws = self.cipher.encrypt_many([r[6] for r in rows], "raw")
+        self.store.insert(
+            "quarantine",
+            pa.table(
+                {
+                    "id": pa.array([f"{run_id}-{next(self._q_seq)}" for _ in rows], pa.string()),
+                    "run_id": pa.array([run_id] * len(rows), pa.string()),
+                    "entity": pa.array([r[0] for r in rows], pa.string()),
+                    "source": pa.array([r[1] for r in rows], pa.string()),
+                    "file": pa.array([r[2] for r in rows], pa.string()),
+                    "line": pa.array([r[3] for r in rows], pa.int64()),
+                    "field": pa.array([r[4] for r in rows], pa.string()),
+                    "reason": pa.array([r[5] for r in rows], pa.string()),
+                    "raw": pa.array(raws, pa.string()),
+                    "created_at": pa.array([now] * len(rows), pa.timestamp("us", tz="UTC")),
+                }
+            ),
+        )
+
+    def _stage_valid(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        batch: StagedBatch,
+        specs: list[Any],
+        run_id: str,
+        counts: EntityCounts,
+    ) -> None:
+        out = [f"{lit(batch.source)} AS source"]
+        hashed = []
+        for spec in specs:
+            if spec.name == "source":
+                continue
+            col = ident(spec.name)
+            hashed.append(f"coalesce(CAST({col} AS VARCHAR), '\\N')")
+            if spec.pii:
+                out.append(f"cl_encrypt({lit(spec.pii)}, CAST({col} AS VARCHAR)) AS {col}")
+                if spec.pii in INDEXED_PII:
+                    out.append(
+                        f"cl_bidx({lit(spec.pii)}, CAST({col} AS VARCHAR)) AS {ident(spec.name + '_bidx')}"
+                    )
+            else:
+                out.append(col)
+        out.append(f"{lit(run_id)} AS _run_id")
+        out.append(f"md5({lit(self._hash_salt)} || concat_ws('\x1f', {', '.join(hashed)})) AS _row_hash")
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _s AS SELECT {', '.join(out)} FROM _v WHERE _reason IS NULL "
+            "QUALIFY row_number() OVER (PARTITION BY key ORDER BY _line) = 1"
+        ).fetchall()
+        valid = con.execute("SELECT count(*) FROM _v WHERE _reason IS NULL").fetchall()[0]
+        staged = con.execute("SELECT count(*) FROM _s").fetchall()[0]
+        counts.duplicates += (int(valid[0]) if valid else 0) - (int(staged[0]) if staged else 0)
+
+
+def _raw_text(raw: Any) -> str:
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8", errors="backslashreplace")
+    if isinstance(raw, str):
+        return raw
+    return orjson.dumps(raw, default=str).decode()
+
+
+def _closing(
+    it: Iterable[StagedBatch | Rejection], close: Callable[[], None]
+) -> Iterable[StagedBatch | Rejection]:
+    try:
+        yield from it
+    finally:
+        close()
+
+
+def _register_udfs(con: duckdb.DuckDBPyConnection, cipher: FieldCipher) -> None:
+    """Vectorised Arrow UDFs for field encryption and blind indexes on the staging connection."""
+
+    def encrypt(kinds: pa.Array, values: pa.Array) -> pa.Array:
+        kind = kinds[0].as_py() if len(kinds) else "identifier"
+        return pa.array(cipher.encrypt_many(values.to_pylist(), kind), pa.string())
+
+    def bidx(kinds: pa.Array, values: pa.Array) -> pa.Array:
+        kind = kinds[0].as_py() if len(kinds) else "identifier"
+        return pa.array(cipher.blind_index_many(values.to_pylist(), kind), pa.string())
+
+    for name, fn in (("cl_encrypt", encrypt), ("cl_bidx", bidx)):
+        try:
+            con.remove_function(name)
+        except duckdb.Error:
+            pass
+        con.create_function(name, fn, ["VARCHAR", "VARCHAR"], "VARCHAR", type="arrow", side_effects=True)

@@ -1,0 +1,1 @@
+"""Privacy: field encryption, blind indexes and masking (consent, roles and audit arrive later)."""

@@ -1,0 +1,137 @@
+"""The embedded default: one DuckDB file, no server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from careloop.clock import SYSTEM_CLOCK, Clock
+from careloop.errors import ConfigError, StorageError
+from careloop.storage.base import Backend, MergeResult, Params
+from careloop.storage.dialects import DUCKDB
+from careloop.storage.schema import Table
+
+
+def duckdb_path(url: str) -> str:
+    """`duckdb:///careloop.duckdb` -> `careloop.duckdb`; `duckdb:///:memory:` -> `:memory:`."""
+    if not url.startswith("duckdb://"):
+        raise ConfigError(f"not a DuckDB URL: {url.split(':')[0]}://... (expected duckdb:///PATH)")
+    path = url[len("duckdb://") :]
+    if path.startswith("/") and not path.startswith("//"):
+        path = path[1:]  # duckdb:///relative.duckdb
+    elif path.startswith("//"):
+        path = path[1:]  # duckdb:////abs/path.duckdb
+    return path or ":memory:"
+
+
+class DuckDBBackend(Backend):
+    dialect = DUCKDB
+
+    def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK, timezone: str = "Asia/Shanghai") -> None:
+        super().__init__(url, clock=clock)
+        self.path = duckdb_path(url)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = duckdb.connect(self.path)
+        except duckdb.Error as e:
+            raise StorageError(
+                f"cannot open DuckDB file {self.path}: {e}. Is another careloop process using it? "
+                "Stop it (or point CARELOOP_DATABASE_URL at another file)."
+            ) from e
+        self._con.execute(f"SET TimeZone = '{timezone}'").fetchall()
+        self._depth = 0
+
+    def _execute(self, sql: str, params: Params) -> None:
+        self._con.execute(sql, params).fetchall()
+
+    def _fetch_arrow(self, sql: str, params: Params) -> pa.Table:
+        return self._con.sql(sql, params=params).to_arrow_table()
+
+    def _fetch_rows(self, sql: str, params: Params) -> list[tuple[Any, ...]]:
+        return self._con.execute(sql, params).fetchall()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self._con.execute("BEGIN TRANSACTION").fetchall()
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self._con.execute("ROLLBACK").fetchall()
+                raise
+            else:
+                self._con.execute("COMMIT").fetchall()
+            finally:
+                self._depth = 0
+
+    def staging_connection(self) -> duckdb.DuckDBPyConnection:
+        return self._con
+
+    def merge_staged(
+        self, table: Table, staging: duckdb.DuckDBPyConnection, staged: str, workspace: str, now: datetime
+    ) -> MergeResult:
+        q = self.dialect.quote
+        staged_cols = [r[0] for r in staging.execute(f"DESCRIBE {q(staged)}").fetchall()]
+        cols = [c for c in table.column_names if c in staged_cols]
+        t = q(table.name)
+        params = {"ws": workspace, "now": now}
+        with self.transaction():
+            assignments = ", ".join(f"{q(c)} = s.{q(c)}" for c in cols if c not in ("source", "key"))
+            updated = self._con.execute(
+                f"UPDATE {t} SET {assignments}, _updated_at = $now FROM {q(staged)} s "
+                f"WHERE {t}.workspace_id = $ws AND {t}.source = s.source AND {t}.key = s.key "
+                f"AND {t}._row_hash IS DISTINCT FROM s._row_hash",
+                params,
+            ).fetchall()[0]
+            col_list = ", ".join(q(c) for c in cols)
+            inserted = self._con.execute(
+                f"INSERT INTO {t} (workspace_id, {col_list}, _ingested_at, _updated_at) "
+                f"SELECT $ws, {', '.join('s.' + q(c) for c in cols)}, $now, $now FROM {q(staged)} s "
+                f"ANTI JOIN (SELECT source, key FROM {t} WHERE workspace_id = $ws) e "
+                "ON e.source = s.source AND e.key = s.key",
+                params,
+            ).fetchall()[0]
+            total = self._con.execute(f"SELECT count(*) FROM {q(staged)}").fetchall()[0]
+        n_upd = int(updated[0]) if updated else 0
+        n_ins = int(inserted[0]) if inserted else 0
+        n_all = int(total[0]) if total else 0
+        return MergeResult(inserted=n_ins, updated=n_upd, unchanged=n_all - n_ins - n_upd)
+
+    def insert_arrow(self, table: str, data: pa.Table) -> int:
+        name = f"_arrow_{id(data)}"
+        with self._lock:
+            self._con.register(name, data)
+            try:
+                self._con.execute(
+                    f"INSERT INTO {self.dialect.quote(table)} BY NAME SELECT * FROM {name}"
+                ).fetchall()
+            finally:
+                self._con.unregister(name)
+        return data.num_rows
+
+    def existing_columns(self, table: str) -> dict[str, str]:
+        rows = self.fetch_rows(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = ? AND table_schema = 'main' ORDER BY ordinal_position",
+            [table],
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()

@@ -1,0 +1,141 @@
+"""Workspaces (tenants), scoped by construction.
+
+A `WorkspaceStore` is the only way feature code reads or writes. Every SQL statement it runs is
+parsed (sqlglot) and each reference to a workspace-scoped table is replaced by a sub-query filtered to
+the store's workspace, so a query cannot see another workspace's rows even when its author forgot a
+WHERE clause — joins, sub-queries and CTEs included. UPDATE and DELETE get the same condition added;
+INSERT goes through `insert`, which stamps the workspace itself.
+
+SQL is written once, in sqlglot's neutral dialect with named parameters (``:name``), and rendered
+for the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError
+
+from careloop.errors import StorageError, WorkspaceError
+from careloop.storage.schema import scoped_table_names
+
+if TYPE_CHECKING:
+    from careloop.storage.base import Backend
+
+WS_PARAM = "_ws"
+#: unscoped tables a workspace may read, and the column naming the workspace in them
+_SELF_SCOPED = {"workspace": "id"}
+
+
+@lru_cache(maxsize=4096)
+def scope_sql(sql: str, dialect: str) -> str:
+    """Rewrite neutral SQL so that it only touches the workspace bound to parameter `:_ws`."""
+    try:
+        statements = [s for s in sqlglot.parse(sql) if s is not None]
+    except ParseError as e:
+        raise StorageError(f"could not parse SQL: {e}", sql=sql) from e
+    if len(statements) != 1:
+        raise WorkspaceError("a workspace query must be exactly one statement", sql=sql)
+    tree = statements[0]
+    scoped = scoped_table_names()
+    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    shadowing = ctes & (scoped | _SELF_SCOPED.keys())
+    if shadowing:
+        raise WorkspaceError(f"a CTE may not be named like a table: {', '.join(sorted(shadowing))}", sql=sql)
+    if isinstance(tree, exp.Insert | exp.Merge | exp.Create | exp.Drop | exp.Alter):
+        raise WorkspaceError(
+            "workspace SQL may only SELECT, UPDATE or DELETE; insert rows with WorkspaceStore.insert",
+            sql=sql,
+        )
+    target = tree.this if isinstance(tree, exp.Update | exp.Delete) else None
+    for table in list(tree.find_all(exp.Table)):
+        name = table.name
+        column = "workspace_id" if name in scoped else _SELF_SCOPED.get(name)
+        if column is None or name in ctes:
+            continue
+        if table.args.get("db") or table.args.get("catalog"):
+            raise WorkspaceError(f"refer to {name} without a schema or catalog prefix", sql=sql)
+        condition = exp.column(column, table=table.alias_or_name).eq(exp.Placeholder(this=WS_PARAM))
+        if table is target:
+            tree.set(
+                "where",
+                exp.Where(this=exp.and_(tree.args["where"].this, condition))
+                if tree.args.get("where")
+                else exp.Where(this=condition),
+            )
+            continue
+        inner = (
+            exp.select("*")
+            .from_(exp.Table(this=exp.to_identifier(name)))
+            .where(exp.column(column).eq(exp.Placeholder(this=WS_PARAM)))
+        )
+        table.replace(inner.subquery(table.alias_or_name))
+    if dialect == "postgres":
+        tree = tree.transform(_psycopg_safe)
+    return tree.sql(dialect=dialect)
+
+
+def _psycopg_safe(node: exp.Expression) -> exp.Expression:
+    """psycopg treats % as a placeholder marker: double it in literals and use MOD()."""
+    if isinstance(node, exp.Literal) and node.is_string and "%" in node.this:
+        return exp.Literal.string(node.this.replace("%", "%%"))
+    if isinstance(node, exp.Mod):
+        return exp.Anonymous(this="MOD", expressions=[node.this, node.expression])
+    return node
+
+
+class WorkspaceStore:
+    """Reads and writes limited to one workspace."""
+
+    def __init__(self, backend: Backend, workspace: str) -> None:
+        self.backend = backend
+        self.workspace = workspace
+
+    def _params(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        merged = dict(params or {})
+        if WS_PARAM in merged:
+            raise WorkspaceError(f"parameter name {WS_PARAM!r} is reserved for the workspace")
+        merged[WS_PARAM] = self.workspace
+        return merged
+
+    def sql(self, query: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """Run a neutral SELECT scoped to this workspace; returns an Arrow table."""
+        scoped = scope_sql(query, self.backend.dialect.name)
+        return self.backend.fetch_arrow(scoped, self._params(params))
+
+    def rows(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        return self.sql(query, params).to_pylist()
+
+    def scalar(self, query: str, params: Mapping[str, Any] | None = None) -> Any:
+        scoped = scope_sql(query, self.backend.dialect.name)
+        rows = self.backend.fetch_rows(scoped, self._params(params))
+        return rows[0][0] if rows else None
+
+    def execute(self, statement: str, params: Mapping[str, Any] | None = None) -> None:
+        """Run a neutral UPDATE or DELETE scoped to this workspace."""
+        self.backend.execute(scope_sql(statement, self.backend.dialect.name), self._params(params))
+
+    def insert(self, table: str, rows: pa.Table | Sequence[Mapping[str, Any]]) -> int:
+        """Append rows to a scoped table, stamped with this workspace."""
+        if table not in scoped_table_names():
+            raise WorkspaceError(f"{table} is not a workspace table")
+        data = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist([dict(r) for r in rows])
+        if "workspace_id" in data.column_names:
+            other = set(data.column("workspace_id").to_pylist()) - {self.workspace}
+            if other:
+                raise WorkspaceError("rows name another workspace; a store writes only its own")
+            data = data.drop(["workspace_id"])
+        if data.num_rows == 0:
+            return 0
+        data = data.append_column("workspace_id", pa.array([self.workspace] * data.num_rows, pa.string()))
+        return self.backend.insert_arrow(table, data)
+
+    def count(self, table: str) -> int:
+        if table not in scoped_table_names():
+            raise WorkspaceError(f"{table} is not a workspace table")
+        return int(self.scalar(f"SELECT count(*) FROM {table}"))
