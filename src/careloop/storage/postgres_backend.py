@@ -89,7 +89,7 @@ class PostgresBackend(Backend):
             else f"CASE WHEN {q(c)} THEN 'true' WHEN NOT {q(c)} THEN 'false' END AS {q(c)}"
             for c in cols
         )
-        reader = staging.execute(f"SELECT {as_text} FROM {q(staged)}").to_arrow_reader(100_000)
+        reader = staging.sql(f"SELECT {as_text} FROM {q(staged)}").to_arrow_reader(100_000)
         col_list = ", ".join(q(c) for c in cols)
         updates = ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in cols if c not in ("source", "key"))
         t = q(table.name)

@@ -32,9 +32,14 @@ WS_PARAM = "_ws"
 _SELF_SCOPED = {"workspace": "id"}
 
 
-@lru_cache(maxsize=4096)
 def scope_sql(sql: str, dialect: str) -> str:
     """Rewrite neutral SQL so that it only touches the workspace bound to parameter `:_ws`."""
+    return _scope(sql, dialect)[0]
+
+
+@lru_cache(maxsize=4096)
+def _scope(sql: str, dialect: str) -> tuple[str, frozenset[str]]:
+    """The scoped SQL and the names of the parameters it uses."""
     try:
         statements = [s for s in sqlglot.parse(sql) if s is not None]
     except ParseError as e:
@@ -75,9 +80,10 @@ def scope_sql(sql: str, dialect: str) -> str:
             .where(exp.column(column).eq(exp.Placeholder(this=WS_PARAM)))
         )
         table.replace(inner.subquery(table.alias_or_name))
+    names = frozenset(str(p.this) for p in tree.find_all(exp.Placeholder))
     if dialect == "postgres":
         tree = tree.transform(_psycopg_safe)
-    return tree.sql(dialect=dialect)
+    return tree.sql(dialect=dialect), names
 
 
 def _psycopg_safe(node: exp.Expression) -> exp.Expression:
@@ -96,29 +102,31 @@ class WorkspaceStore:
         self.backend = backend
         self.workspace = workspace
 
-    def _params(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
-        merged = dict(params or {})
-        if WS_PARAM in merged:
+    def _prepare(self, query: str, params: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
+        scoped, names = _scope(query, self.backend.dialect.name)
+        given = dict(params or {})
+        if WS_PARAM in given:
             raise WorkspaceError(f"parameter name {WS_PARAM!r} is reserved for the workspace")
-        merged[WS_PARAM] = self.workspace
-        return merged
+        given[WS_PARAM] = self.workspace
+        missing = names - given.keys()
+        if missing:
+            raise StorageError(f"missing query parameter(s): {', '.join(sorted(missing))}", sql=query)
+        return scoped, {k: v for k, v in given.items() if k in names}
 
     def sql(self, query: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         """Run a neutral SELECT scoped to this workspace; returns an Arrow table."""
-        scoped = scope_sql(query, self.backend.dialect.name)
-        return self.backend.fetch_arrow(scoped, self._params(params))
+        return self.backend.fetch_arrow(*self._prepare(query, params))
 
     def rows(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         return self.sql(query, params).to_pylist()
 
     def scalar(self, query: str, params: Mapping[str, Any] | None = None) -> Any:
-        scoped = scope_sql(query, self.backend.dialect.name)
-        rows = self.backend.fetch_rows(scoped, self._params(params))
+        rows = self.backend.fetch_rows(*self._prepare(query, params))
         return rows[0][0] if rows else None
 
     def execute(self, statement: str, params: Mapping[str, Any] | None = None) -> None:
         """Run a neutral UPDATE or DELETE scoped to this workspace."""
-        self.backend.execute(scope_sql(statement, self.backend.dialect.name), self._params(params))
+        self.backend.execute(*self._prepare(statement, params))
 
     def insert(self, table: str, rows: pa.Table | Sequence[Mapping[str, Any]]) -> int:
         """Append rows to a scoped table, stamped with this workspace."""

@@ -1,0 +1,48 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse, RedirectResponse
+
+from careloop import __version__
+from careloop.api.errors import install_error_handlers
+from careloop.api.routes import data, system
+from careloop.config import Settings, get_settings
+from careloop.storage import Backend, connect
+
+
+def create_app(settings: Settings | None = None, backend: Backend | None = None) -> FastAPI:
+    """An app bound to one store; pass `backend` to share an open one (tests, the demo)."""
+    settings = settings or get_settings()
+    owns_backend = backend is None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.backend = backend or connect(settings.database_url)
+        app.state.settings = settings
+        try:
+            yield
+        finally:
+            if owns_backend:
+                app.state.backend.close()
+
+    app = FastAPI(
+        title="careloop",
+        version=__version__,
+        description="Precision healthcare marketing and patient engagement under PIPL.",
+        default_response_class=ORJSONResponse,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(system.router)
+    app.include_router(data.router)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    return app

@@ -1,0 +1,76 @@
+"""`careloop demo`: generate the synthetic network, ingest it through the real pipeline, serve."""
+
+from __future__ import annotations
+
+import json as jsonlib
+import shutil
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from careloop.cli._common import JsonOpt, console, handle_errors, print_json, print_table
+from careloop.cli.ingest import print_summary, run_ingest
+from careloop.cli.serve import serve_api
+from careloop.config import get_settings
+
+DEFAULT_PATIENTS = 10_000
+
+
+def prepare_data(out: Path, patients: int, seed: int, as_of: date, quiet: bool) -> dict[str, Any]:
+    """Generate the network into `out` unless it already holds the same one."""
+    from careloop.synth import generate_network
+
+    params = {"patients": patients, "seed": seed, "as_of": as_of.isoformat()}
+    marker = out / ".demo-params.json"
+    if marker.exists() and jsonlib.loads(marker.read_text()) == params:
+        return {"generated": False, **params}
+    if out.exists():
+        shutil.rmtree(out)
+    summary = generate_network(out, patients=patients, seed=seed, as_of=as_of, quiet=quiet)
+    marker.write_text(jsonlib.dumps(params))
+    return {"generated": True, **params, "synth": summary}
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("demo")
+    @handle_errors
+    def demo(
+        patients: int = typer.Option(DEFAULT_PATIENTS, "--patients", help="size of the synthetic network"),
+        seed: int = typer.Option(7, "--seed"),
+        as_of: str = typer.Option("2026-10-31", "--as-of", help="last day of the generated history"),
+        data_dir: Path = typer.Option(Path("demo-data"), "--data-dir", help="where the generated files go"),
+        serve: bool = typer.Option(True, "--serve/--no-serve", help="serve the API afterwards"),
+        host: str | None = typer.Option(None, "--host"),
+        port: int | None = typer.Option(None, "--port"),
+        json: bool = JsonOpt,
+    ) -> None:
+        """Build the demo: synthetic network -> ingest (validation, quarantine) -> summary -> serve."""
+        s = get_settings()
+        started = time.perf_counter()
+        data = prepare_data(data_dir, patients, seed, date.fromisoformat(as_of), quiet=json)
+        summary = run_ingest(data_dir, "parquet", None, None, None, quiet=json)
+        out = {
+            "database_url": s.database_url,
+            "workspace": summary.workspace,
+            "data": {k: v for k, v in data.items() if k != "synth"},
+            "ingest": summary.to_dict(),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        if json:
+            print_json(out)
+        else:
+            console.print(
+                f"[bold]careloop demo[/]: {patients:,} synthetic patients "
+                f"({'generated' if data['generated'] else 'reused'} in {data_dir}/) -> {s.database_url}"
+            )
+            print_summary(summary)
+            print_table(
+                "demo",
+                ["rows ingested", "quarantined", "rows/s", "total seconds"],
+                [[f"{summary.rows:,}", summary.quarantined, out["ingest"]["rows_per_second"], out["seconds"]]],
+            )
+        if serve:
+            serve_api(host or s.api_host, port or s.api_port)

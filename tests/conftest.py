@@ -1,0 +1,92 @@
+"""Shared fixtures: isolated settings and keys, and a backend per engine.
+
+`backend` runs every test that uses it on DuckDB and on PostgreSQL. PostgreSQL tests need
+CARELOOP_TEST_POSTGRES_URL (CI sets it); each test session creates a fresh database on that server
+and drops it at the end. Without the variable they are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from careloop.clock import FixedClock
+from careloop.config import get_settings
+from careloop.storage import Backend, connect
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+PG_ENV = "CARELOOP_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test gets its own key file and default database; nothing touches the working tree."""
+    home = tmp_path_factory.mktemp("careloop-home")
+    monkeypatch.setenv("CARELOOP_KEY_FILE", str(home / "keys.json"))
+    monkeypatch.setenv("CARELOOP_DATABASE_URL", f"duckdb:///{home / 'careloop.duckdb'}")
+    monkeypatch.setenv("CARELOOP_ENVIRONMENT", "test")
+    monkeypatch.delenv("CARELOOP_KEYS", raising=False)
+    monkeypatch.delenv("CARELOOP_WORKSPACE", raising=False)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(datetime(2026, 11, 1, 9, 0, tzinfo=UTC))
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session (dropped afterwards)."""
+    url = os.environ.get(PG_ENV)
+    if not url:
+        pytest.skip(f"PostgreSQL tests need {PG_ENV}=postgresql://user@host:port/db (CI sets it)")
+    psycopg = pytest.importorskip("psycopg", reason="PostgreSQL tests need the [postgres] extra")
+    name = f"careloop_test_{secrets.token_hex(4)}"
+    try:
+        with psycopg.connect(url, autocommit=True) as con:
+            con.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as e:
+        pytest.skip(f"PostgreSQL at {url.split('@')[-1]} is not reachable: {e}")
+    base, _, _ = url.rpartition("/")
+    yield f"{base}/{name}"
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _reset_postgres(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute("DROP SCHEMA public CASCADE")
+        con.execute("CREATE SCHEMA public")
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path, clock: FixedClock) -> Iterator[Backend]:
+    """An empty, migrated store on each engine."""
+    if request.param == "duckdb":
+        b = connect(f"duckdb:///{tmp_path / 'test.duckdb'}", clock=clock)
+    else:
+        url = request.getfixturevalue("postgres_server_url")
+        _reset_postgres(url)
+        b = connect(url, clock=clock)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.skip(f"{SHARED_DATA} is not present: the shared data sets live beside the repo in ../shared/data")
+    return SHARED_DATA
