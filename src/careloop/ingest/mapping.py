@@ -79,7 +79,7 @@ class ColumnSpec(BaseModel):
 class FileMapping(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(description="glob relative to the mapping file's folder")
+    path: str = Field("", description="glob relative to the mapping file's folder; empty: the PATH ingested")
     entity: str
     source: str | None = None
     format: str | None = Field(None, description="csv | parquet | jsonl; default from the extension")
@@ -110,7 +110,6 @@ class Mapping(BaseModel):
         """Allow a mapping for one file without the `files:` list."""
         if isinstance(data, dict) and "files" not in data and "entity" in data:
             top = {k: data.pop(k) for k in ("source", "timezone") if k in data}
-            data.setdefault("path", "*")
             return {**top, "files": [data]}
         return data
 

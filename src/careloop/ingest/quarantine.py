@@ -22,31 +22,43 @@ _DIGITS = re.compile(r"(?<![0-9])(\+?[0-9]{3})[0-9Xx\- ]{4,}([0-9Xx]{2})(?![0-9]
 
 
 def mask_text(text: str) -> str:
-    """Mask long digit runs (phones, ID and card numbers) in free text."""
-    return _DIGITS.sub(lambda m: f"{m.group(1)}****{m.group(2)}", text)
+    """Mask long digit runs (phones, ID and card numbers: 9+ digits) in free text; dates stay."""
+
+    def repl(m: re.Match[str]) -> str:
+        digits = sum(ch.isdigit() for ch in m.group(0))
+        return f"{m.group(1)}****{m.group(2)}" if digits >= 9 else m.group(0)
+
+    return _DIGITS.sub(repl, text)
 
 
 def mask_raw(entity: str, raw: Any) -> Any:
     """Mask the personal identifiers in a quarantined record (dict from a file or FHIR, or a raw line)."""
-    pii = {}
+    pii: dict[str, str] = {}
+    plain: set[str] = set()
     if entity in entities():
-        pii = {s.name: str(s.pii) for s in field_specs(entities()[entity]) if s.pii}
-    return _mask(raw, pii)
+        for spec in field_specs(entities()[entity]):
+            if spec.pii:
+                pii[spec.name] = str(spec.pii)
+            elif spec.py_type is not dict:
+                plain.add(spec.name)
+    return _mask(raw, pii, plain)
 
 
-def _mask(value: Any, pii: dict[str, str]) -> Any:
+def _mask(value: Any, pii: dict[str, str], plain: set[str]) -> Any:
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
             if k in pii and isinstance(v, str):
                 out[k] = mask(v, pii[k])
+            elif k in plain and not isinstance(v, dict | list):
+                out[k] = v  # a known field that holds no personal identifier
             elif k in _FHIR_PII_KEYS and v is not None:
                 out[k] = "****"
             else:
-                out[k] = _mask(v, pii)
+                out[k] = _mask(v, pii, set())
         return out
     if isinstance(value, list):
-        return [_mask(v, pii) for v in value]
+        return [_mask(v, pii, set()) for v in value]
     if isinstance(value, str):
         return mask_text(value)
     return value

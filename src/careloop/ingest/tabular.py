@@ -84,10 +84,14 @@ def resolve(mapping: Mapping, root: Path) -> list[tuple[FileMapping, Path]]:
     out = []
     base = mapping.base_dir or (root if root.is_dir() else root.parent)
     for fm in mapping.files:
+        if not fm.path:
+            matches = [root] if root.is_file() else sorted(
+                p for p in root.iterdir() if p.suffix.lower() in EXTENSIONS.get(fm.format or "csv", ())
+            )
+            out.extend((fm, m) for m in matches)
+            continue
         pattern = fm.path if Path(fm.path).is_absolute() else str(base / fm.path)
         matches = sorted(Path(p) for p in glob.glob(pattern))
-        if not matches and not root.is_dir() and len(mapping.files) == 1:
-            matches = [root]
         if not matches:
             raise IngestError(f"mapping entry {fm.path!r} ({fm.entity}) matches no file under {base}")
         out.extend((fm, m) for m in matches)
