@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse, RedirectResponse
+from fastapi.responses import RedirectResponse
 
 from careloop import __version__
 from careloop.api.errors import install_error_handlers
@@ -34,7 +34,6 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         title="careloop",
         version=__version__,
         description="Precision healthcare marketing and patient engagement under PIPL.",
-        default_response_class=ORJSONResponse,
         lifespan=lifespan,
     )
     install_error_handlers(app)
