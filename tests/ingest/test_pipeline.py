@@ -68,7 +68,9 @@ def test_broken_file_keeps_good_rows_and_quarantines_each_bad_one(backend: Backe
 
 def test_derived_and_normalised_values(backend: Backend, tmp_path: Path) -> None:
     _ingest(backend, _write_broken(tmp_path), "csv")
-    rows = {r["key"]: r for r in backend.workspace("default").rows("SELECT key, sex, birth_date FROM patient")}
+    rows = {
+        r["key"]: r for r in backend.workspace("default").rows("SELECT key, sex, birth_date FROM patient")
+    }
     assert rows["p3"]["sex"] == "female" and str(rows["p3"]["birth_date"]) == "1949-12-31"
 
 
@@ -90,7 +92,8 @@ def test_personal_identifiers_are_encrypted_with_blind_index(backend: Backend, t
     s = get_settings()
     cipher = FieldCipher(load_keyring(s.key_file, environment="test"))
     row = backend.workspace("default").rows(
-        "SELECT name, phone, phone_bidx, id_number FROM patient WHERE key = 'p1'")[0]
+        "SELECT name, phone, phone_bidx, id_number FROM patient WHERE key = 'p1'"
+    )[0]
     assert row["phone"].startswith("v1:") and "13812345678" not in row["phone"]
     assert cipher.decrypt(row["phone"], "phone") == "+8613812345678"
     assert cipher.decrypt(row["name"], "name") == "张三"
@@ -134,7 +137,10 @@ def test_icd10_codes_checked_and_normalised(backend: Backend, tmp_path: Path) ->
     assert counts["accepted"] == 3 and counts["quarantined"] == 2
     store = backend.workspace("default")
     assert {r["key"]: r["code"] for r in store.rows("SELECT key, code FROM condition")} == {
-        "c1": "E11.9", "c2": "I10", "c4": "44054006"}
+        "c1": "E11.9",
+        "c2": "I10",
+        "c4": "44054006",
+    }
     reasons = {r["line"]: r["reason"] for r in store.rows("SELECT line, reason FROM quarantine")}
     assert "ICD-10" in reasons[4] and "required" in reasons[6]
 
@@ -142,9 +148,12 @@ def test_icd10_codes_checked_and_normalised(backend: Backend, tmp_path: Path) ->
 def test_mapping_with_chinese_headers_and_gb18030(backend: Backend, tmp_path: Path) -> None:
     data = tmp_path / "his.csv"
     data.write_bytes(
-        ("病历号,姓名,性别,出生日期,联系电话\n"
-         "M001,张三,男,1960/05/01,13812345678\n"
-         "M002,李四,女,1975/11/30,\n").encode("gb18030") + b"M003,\xff\xfe,\xc4\xd0,1980/01/01,\n"
+        (
+            "病历号,姓名,性别,出生日期,联系电话\n"
+            "M001,张三,男,1960/05/01,13812345678\n"
+            "M002,李四,女,1975/11/30,\n"
+        ).encode("gb18030")
+        + b"M003,\xff\xfe,\xc4\xd0,1980/01/01,\n"
     )
     mapping = tmp_path / "map.yaml"
     mapping.write_text(
@@ -158,25 +167,38 @@ def test_mapping_with_chinese_headers_and_gb18030(backend: Backend, tmp_path: Pa
     assert counts["accepted"] == 2 and counts["rows"] == 3 and counts["quarantined"] == 1
     rows = backend.workspace("default").rows("SELECT source, key, sex, birth_date FROM patient ORDER BY key")
     assert [(r["source"], r["key"], r["sex"], str(r["birth_date"])) for r in rows] == [
-        ("his_h01", "M001", "male", "1960-05-01"), ("his_h01", "M002", "female", "1975-11-30")]
+        ("his_h01", "M001", "male", "1960-05-01"),
+        ("his_h01", "M002", "female", "1975-11-30"),
+    ]
 
 
 def test_jsonl_with_a_broken_line(backend: Backend, tmp_path: Path) -> None:
     path = tmp_path / "event.jsonl"
     lines = [
-        {"key": "e1", "name": "app_open", "occurred_at": "2026-10-01T08:00:00+08:00", "channel": "app",
-         "properties": {"screen": "home"}},
+        {
+            "key": "e1",
+            "name": "app_open",
+            "occurred_at": "2026-10-01T08:00:00+08:00",
+            "channel": "app",
+            "properties": {"screen": "home"},
+        },
         "{not json",
         {"key": "e2", "name": "article_view", "occurred_at": "2026-10-01T09:00:00+08:00", "channel": "fax"},
-        {"key": "e3", "name": "refill_reminder_clicked", "occurred_at": "2026-10-02 09:00:00",
-         "channel": "wechat_mp"},
+        {
+            "key": "e3",
+            "name": "refill_reminder_clicked",
+            "occurred_at": "2026-10-02 09:00:00",
+            "channel": "wechat_mp",
+        },
     ]
     path.write_bytes(b"\n".join(x.encode() if isinstance(x, str) else orjson.dumps(x) for x in lines) + b"\n")
     counts = _ingest(backend, path, "jsonl")["entities"]["event"]  # type: ignore[index]
     assert counts == {"rows": 4, "accepted": 2, "updated": 0, "duplicates": 0, "quarantined": 2}
     store = backend.workspace("default")
     props = store.scalar("SELECT properties FROM event WHERE key = 'e1'")
-    assert orjson.loads(props) == {"screen": "home"} if isinstance(props, str) else props == {"screen": "home"}
+    assert (
+        orjson.loads(props) == {"screen": "home"} if isinstance(props, str) else props == {"screen": "home"}
+    )
     reasons = sorted(r["reason"] for r in store.rows("SELECT reason FROM quarantine"))
     assert any("malformed JSON" in r for r in reasons) and any("'fax'" in r for r in reasons)
 
@@ -186,17 +208,25 @@ def test_parquet_with_typed_columns(backend: Backend, tmp_path: Path) -> None:
 
     path = tmp_path / "dispense.parquet"
     tz = dt.timezone(dt.timedelta(hours=8))
-    pq.write_table(pa.table({
-        "key": ["d1", "d2", "d3"],
-        "patient_key": ["p1", "p1", None],
-        "drug_code": ["amlodipine", "amlodipine", "metformin"],
-        "drug_class": ["CCB", "CCB", "biguanide"],
-        "dispensed_at": [dt.datetime(2026, 1, 1, 9, tzinfo=tz), dt.datetime(2026, 1, 31, 9, tzinfo=tz),
-                         dt.datetime(2026, 2, 1, tzinfo=tz)],
-        "days_supply": [30, 30, 30],
-        "channel": ["hospital", "dtp", "retail"],
-        "amount": [35.5, 35.5, 12.0],
-    }), path)
+    pq.write_table(
+        pa.table(
+            {
+                "key": ["d1", "d2", "d3"],
+                "patient_key": ["p1", "p1", None],
+                "drug_code": ["amlodipine", "amlodipine", "metformin"],
+                "drug_class": ["CCB", "CCB", "biguanide"],
+                "dispensed_at": [
+                    dt.datetime(2026, 1, 1, 9, tzinfo=tz),
+                    dt.datetime(2026, 1, 31, 9, tzinfo=tz),
+                    dt.datetime(2026, 2, 1, tzinfo=tz),
+                ],
+                "days_supply": [30, 30, 30],
+                "channel": ["hospital", "dtp", "retail"],
+                "amount": [35.5, 35.5, 12.0],
+            }
+        ),
+        path,
+    )
     counts = _ingest(backend, path, "parquet")["entities"]["dispense"]  # type: ignore[index]
     assert counts == {"rows": 3, "accepted": 2, "updated": 0, "duplicates": 0, "quarantined": 1}
     assert backend.workspace("default").scalar("SELECT sum(days_supply) FROM dispense") == 60

@@ -46,6 +46,7 @@ class FieldSpec:
     required: bool
     enum: tuple[str, ...] | None
     description: str
+    default: Any = None  # applied by ingestion when the source leaves the field empty
 
 
 _ENTITIES: dict[str, type[Record]] = {}
@@ -84,6 +85,10 @@ def _unwrap(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, StrEnum) else value
+
+
 _SCALARS = (str, int, float, bool, date, datetime, Decimal, dict, list)
 
 
@@ -117,6 +122,7 @@ def field_specs(model: type[Record]) -> list[FieldSpec]:
                 required=name in ("source", "key") or bool(extra.get("required")),
                 enum=enum_values,
                 description=info.description or "",
+                default=None if info.is_required() else _plain(info.default),
             )
         )
     return specs

@@ -196,7 +196,7 @@ CHECKS: dict[str, tuple[tuple[str, ValueSet], ...]] = {
     ),
     "Consent": (("status", CONSENT_STATUS),),
     "Coverage": (("status", FM_STATUS),),
-    "Claim": (("status", FM_STATUS), ("use", CLAIM_USE), ("priority", REQUEST_PRIORITY)),
+    "Claim": (("status", FM_STATUS), ("use", CLAIM_USE)),
     "ExplanationOfBenefit": (
         ("status", EOB_STATUS),
         ("use", CLAIM_USE),

@@ -27,7 +27,9 @@ A column spec is either a column name or an object with exactly one of `column`,
 `constant`, `row_hash`, `expr` (a DuckDB SQL expression over the file's quoted column names; the
 escape hatch for what the others cannot say), optionally `map` (value -> value; unmapped values pass
 through and are checked), `default` (used when the value is empty) and `format` (strptime format for
-dates and times). Fields of the entity not mentioned are taken from a column of the same name when
+dates and times). An entry may carry `where:` (a DuckDB SQL condition over the file's columns) so that one
+file can feed several entries, e.g. a patient file whose optional passport column also feeds
+`patient_identifier` only where it is filled. Fields of the entity not mentioned are taken from a column of the same name when
 the file has one.
 """
 
@@ -87,6 +89,9 @@ class FileMapping(BaseModel):
     delimiter: str | None = None
     header: bool = True
     timezone: str | None = None
+    where: str | None = Field(
+        None, description="DuckDB SQL condition over the file's columns: only matching rows feed this entry"
+    )
     columns: dict[str, str | ColumnSpec] = Field(default_factory=dict)
 
     def column_specs(self) -> dict[str, ColumnSpec]:

@@ -241,20 +241,29 @@ class Ingestor:
             con.execute(f"SET TimeZone = {lit(batch.timezone or '')}").fetchall()
         try:
             con.execute(f"CREATE OR REPLACE TEMP VIEW _in AS {base}").fetchall()
-            types = {r[0]: r[1] for r in con.execute("DESCRIBE _in").fetchall()}
+            # pragma_table_info keeps aliases as written (DESCRIBE may not: "START" AS start)
+            types = {
+                r[0]: r[1] for r in con.execute("SELECT name, type FROM pragma_table_info('_in')").fetchall()
+            }
             self._validate(con, batch, specs, types)
             self._quarantine_invalid(con, batch, run_id, counts, [c for c in types if not c.startswith("_")])
             self._stage_valid(con, batch, specs, run_id, counts)
-            result = self.backend.merge_staged(table, con, "_s", self.workspace, self.clock.now())
+            result = self.backend.merge_staged(
+                table, con, "_s", self.workspace, self.clock.now(), source=batch.source
+            )
             counts.accepted += result.inserted
             counts.updated += result.updated
             counts.duplicates += result.unchanged
         finally:
             if tz_changed:
                 con.execute(f"SET TimeZone = {lit(self.settings.timezone)}").fetchall()
-            con.execute("DROP VIEW IF EXISTS _in").fetchall()
-            for t in ("_v", "_s"):
-                con.execute(f"DROP TABLE IF EXISTS {t}").fetchall()
+            for name in ("_s", "_in"):
+                kind = con.execute(
+                    "SELECT table_type FROM information_schema.tables WHERE table_name = ?", [name]
+                ).fetchall()
+                if kind:
+                    con.execute(f"DROP {'VIEW' if kind[0][0] == 'VIEW' else 'TABLE'} {name}").fetchall()
+            con.execute("DROP TABLE IF EXISTS _v").fetchall()
             if registered:
                 con.unregister(registered)
 
@@ -392,13 +401,18 @@ class Ingestor:
         run_id: str,
         counts: EntityCounts,
     ) -> None:
+        """`_s`: valid rows in stored form (identifiers encrypted, keyed row hash), one per key.
+
+        A view when the batch has no repeated keys (the bulk path: nothing is materialised twice),
+        else a table keeping the first occurrence of each key.
+        """
         out = [f"{lit(batch.source)} AS source"]
-        hashed = []
+        hashed = [lit(self._hash_salt)]
         for spec in specs:
             if spec.name == "source":
                 continue
             col = ident(spec.name)
-            hashed.append(f"coalesce(CAST({col} AS VARCHAR), '\\N')")
+            hashed.append(col)
             if spec.pii:
                 out.append(f"cl_encrypt({lit(spec.pii)}, CAST({col} AS VARCHAR)) AS {col}")
                 if spec.pii in INDEXED_PII:
@@ -408,14 +422,19 @@ class Ingestor:
             else:
                 out.append(col)
         out.append(f"{lit(run_id)} AS _run_id")
-        out.append(f"md5({lit(self._hash_salt)} || concat_ws('\x1f', {', '.join(hashed)})) AS _row_hash")
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _s AS SELECT {', '.join(out)} FROM _v WHERE _reason IS NULL "
-            "QUALIFY row_number() OVER (PARTITION BY key ORDER BY _line) = 1"
-        ).fetchall()
-        valid = con.execute("SELECT count(*) FROM _v WHERE _reason IS NULL").fetchall()[0]
-        staged = con.execute("SELECT count(*) FROM _s").fetchall()[0]
-        counts.duplicates += (int(valid[0]) if valid else 0) - (int(staged[0]) if staged else 0)
+        out.append(f"CAST(hash({', '.join(hashed)}) AS VARCHAR) AS _row_hash")
+        row = con.execute("SELECT count(*), count(DISTINCT key) FROM _v WHERE _reason IS NULL").fetchall()[0]
+        repeats = int(row[0]) - int(row[1])
+        if repeats == 0:
+            con.execute(
+                f"CREATE OR REPLACE TEMP VIEW _s AS SELECT {', '.join(out)} FROM _v WHERE _reason IS NULL"
+            ).fetchall()
+        else:
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE _s AS SELECT {', '.join(out)} FROM _v WHERE _reason IS NULL "
+                "QUALIFY row_number() OVER (PARTITION BY key ORDER BY _line) = 1"
+            ).fetchall()
+        counts.duplicates += repeats
 
 
 def _raw_text(raw: Any) -> str:

@@ -16,8 +16,14 @@ from careloop.privacy.keys import load_keyring
 from careloop.config import get_settings
 from careloop.storage.workspace import WorkspaceStore
 
-_FHIR_PII_KEYS = {"name": "name", "telecom": "phone", "address": "address", "identifier": "identifier",
-                  "photo": "identifier", "contact": "name"}
+_FHIR_PII_KEYS = {
+    "name": "name",
+    "telecom": "phone",
+    "address": "address",
+    "identifier": "identifier",
+    "photo": "identifier",
+    "contact": "name",
+}
 _DIGITS = re.compile(r"(?<![0-9])(\+?[0-9]{3})[0-9Xx\- ]{4,}([0-9Xx]{2})(?![0-9])")
 
 
@@ -93,7 +99,11 @@ class QuarantineView:
         return int(self.store.scalar("SELECT count(*) FROM quarantine" + where, params))
 
     def list(
-        self, run: str | None = None, entity: str | None = None, limit: int | None = 50, with_raw: bool = False
+        self,
+        run: str | None = None,
+        entity: str | None = None,
+        limit: int | None = 50,
+        with_raw: bool = False,
     ) -> list[dict[str, Any]]:
         where, params = self._where(run, entity)
         cols = "id, run_id, source, entity, file, line, field, reason" + (", raw" if with_raw else "")

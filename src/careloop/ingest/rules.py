@@ -15,7 +15,7 @@ from careloop.domain.identifiers import ID_CHECK_CHARS, ID_WEIGHTS
 ICD10_SYSTEMS = ("ICD-10", "ICD-10-CN", "ICD10", "ICD-10-CM")
 
 #: extra date / time formats tried when a plain cast fails (strptime syntax)
-DATE_FORMATS = ("%Y/%m/%d", "%Y%m%d", "%Y.%m.%d", "%Y年%m月%d日")
+DATE_FORMATS = ("%Y/%m/%d", "%Y%m%d", "%Y.%m.%d", "%Y年%m月%d日", "%Y-%m", "%Y")  # partial: first day
 TIME_FORMATS = (
     "%Y/%m/%d %H:%M:%S",
     "%Y/%m/%d %H:%M",
@@ -135,7 +135,7 @@ def field_rule(spec: FieldSpec, src: str, src_type: str, fmt: str | None = None)
         value = f"upper({_text(src)})"
         reasons.append(id_number_reason(value, f))
     elif spec.pii == "email":
-        value = f"lower({_text(src)})"
+        value = f"lower(NULLIF(regexp_replace(CAST({src} AS VARCHAR), '\\s', '', 'g'), ''))"
         reasons.append(
             _when(
                 f"{value} IS NOT NULL AND NOT regexp_full_match({value}, '[^@\\s]+@[^@\\s]+\\.[^@\\s]+')",
@@ -201,12 +201,22 @@ def field_rule(spec: FieldSpec, src: str, src_type: str, fmt: str | None = None)
             value = f"CAST(to_json({src}) AS VARCHAR)"
     else:  # pragma: no cover - field_specs rejects other types
         raise TypeError(f"no rule for {spec.name}: {t}")
+    if spec.default is not None and not spec.required:
+        value = f"coalesce({value}, {_default_literal(spec.default)})"
     if spec.required:
         reasons.insert(0, _when(f"NOT {raw_present}", f"{f}: required field is missing"))
     reason = None
     if reasons:
         reason = reasons[0] if len(reasons) == 1 else f"coalesce({', '.join(reasons)})"
     return Rule(value=value, reason=reason)
+
+
+def _default_literal(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return lit(str(value))
 
 
 def icd10_rule(code: str, system: str) -> Rule:

@@ -85,8 +85,12 @@ def resolve(mapping: Mapping, root: Path) -> list[tuple[FileMapping, Path]]:
     base = mapping.base_dir or (root if root.is_dir() else root.parent)
     for fm in mapping.files:
         if not fm.path:
-            matches = [root] if root.is_file() else sorted(
-                p for p in root.iterdir() if p.suffix.lower() in EXTENSIONS.get(fm.format or "csv", ())
+            matches = (
+                [root]
+                if root.is_file()
+                else sorted(
+                    p for p in root.iterdir() if p.suffix.lower() in EXTENSIONS.get(fm.format or "csv", ())
+                )
             )
             out.extend((fm, m) for m in matches)
             continue
@@ -130,7 +134,8 @@ class TabularReader:
             yield StagedBatch(
                 entity=fm.entity,
                 source=source,
-                sql=f"SELECT {select}, {lit(str(path))} AS _file FROM {relation} AS src",
+                sql=f"SELECT {select}, {lit(str(path))} AS _file FROM {relation} AS src"
+                + (f" WHERE ({fm.where})" if fm.where else ""),
                 timezone=fm.timezone or mapping.timezone,
                 date_formats={k: v.format for k, v in fm.column_specs().items() if v.format},
             )

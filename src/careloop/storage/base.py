@@ -76,9 +76,17 @@ class Backend(ABC):
 
     @abstractmethod
     def merge_staged(
-        self, table: Table, staging: duckdb.DuckDBPyConnection, staged: str, workspace: str, now: datetime
+        self,
+        table: Table,
+        staging: duckdb.DuckDBPyConnection,
+        staged: str,
+        workspace: str,
+        now: datetime,
+        *,
+        source: str | None = None,
     ) -> MergeResult:
-        """Insert new keys and update changed rows of `staged` (a staging table, keys unique) into `table`."""
+        """Insert new keys and update changed rows of `staged` (a staging table or view of the staging
+        connection, keys unique; all rows of `source` when given) into `table`."""
 
     @abstractmethod
     def insert_arrow(self, table: str, data: pa.Table) -> int:

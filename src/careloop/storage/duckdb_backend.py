@@ -83,34 +83,54 @@ class DuckDBBackend(Backend):
         return self._con
 
     def merge_staged(
-        self, table: Table, staging: duckdb.DuckDBPyConnection, staged: str, workspace: str, now: datetime
+        self,
+        table: Table,
+        staging: duckdb.DuckDBPyConnection,
+        staged: str,
+        workspace: str,
+        now: datetime,
+        *,
+        source: str | None = None,
     ) -> MergeResult:
         q = self.dialect.quote
         staged_cols = [r[0] for r in staging.execute(f"DESCRIBE {q(staged)}").fetchall()]
         cols = [c for c in table.column_names if c in staged_cols]
         t = q(table.name)
+        col_list = ", ".join(q(c) for c in cols)
         params = {"ws": workspace, "now": now}
+        insert = (
+            f"INSERT INTO {t} (workspace_id, {col_list}, _ingested_at, _updated_at) "
+            f"SELECT $ws, {', '.join('s.' + q(c) for c in cols)}, $now, $now FROM {{src}} s"
+        )
         with self.transaction():
-            assignments = ", ".join(f"{q(c)} = s.{q(c)}" for c in cols if c not in ("source", "key"))
-            updated = self._con.execute(
-                f"UPDATE {t} SET {assignments}, _updated_at = $now FROM {q(staged)} s "
-                f"WHERE {t}.workspace_id = $ws AND {t}.source = s.source AND {t}.key = s.key "
-                f"AND {t}._row_hash IS DISTINCT FROM s._row_hash",
-                params,
-            ).fetchall()[0]
-            col_list = ", ".join(q(c) for c in cols)
-            inserted = self._con.execute(
-                f"INSERT INTO {t} (workspace_id, {col_list}, _ingested_at, _updated_at) "
-                f"SELECT $ws, {', '.join('s.' + q(c) for c in cols)}, $now, $now FROM {q(staged)} s "
-                f"ANTI JOIN (SELECT source, key FROM {t} WHERE workspace_id = $ws) e "
-                "ON e.source = s.source AND e.key = s.key",
-                params,
-            ).fetchall()[0]
-            total = self._con.execute(f"SELECT count(*) FROM {q(staged)}").fetchall()[0]
-        n_upd = int(updated[0]) if updated else 0
-        n_ins = int(inserted[0]) if inserted else 0
-        n_all = int(total[0]) if total else 0
-        return MergeResult(inserted=n_ins, updated=n_upd, unchanged=n_all - n_ins - n_upd)
+            known = self._con.execute(
+                f"SELECT EXISTS (SELECT 1 FROM {t} WHERE workspace_id = $ws"
+                + (" AND source = $source)" if source is not None else ")"),
+                {**({"source": source} if source is not None else {}), "ws": workspace},
+            ).fetchall()[0][0]
+            if not known:  # bulk path: nothing of this source yet, every row is new
+                n = self._con.execute(insert.format(src=q(staged)), params).fetchall()[0][0]
+                return MergeResult(inserted=int(n), updated=0, unchanged=0)
+            self._con.execute(f"CREATE OR REPLACE TEMP TABLE _merge AS SELECT * FROM {q(staged)}").fetchall()
+            try:
+                assignments = ", ".join(f"{q(c)} = s.{q(c)}" for c in cols if c not in ("source", "key"))
+                updated = self._con.execute(
+                    f"UPDATE {t} SET {assignments}, _updated_at = $now FROM _merge s "
+                    f"WHERE {t}.workspace_id = $ws AND {t}.source = s.source AND {t}.key = s.key "
+                    f"AND {t}._row_hash IS DISTINCT FROM s._row_hash",
+                    params,
+                ).fetchall()[0][0]
+                inserted = self._con.execute(
+                    insert.format(src="_merge")
+                    + f" ANTI JOIN (SELECT source, key FROM {t} WHERE workspace_id = $ws) e "
+                    "ON e.source = s.source AND e.key = s.key",
+                    params,
+                ).fetchall()[0][0]
+                total = self._con.execute("SELECT count(*) FROM _merge").fetchall()[0][0]
+            finally:
+                self._con.execute("DROP TABLE IF EXISTS _merge").fetchall()
+        n_upd, n_ins = int(updated), int(inserted)
+        return MergeResult(inserted=n_ins, updated=n_upd, unchanged=int(total) - n_ins - n_upd)
 
     def insert_arrow(self, table: str, data: pa.Table) -> int:
         name = f"_arrow_{id(data)}"

@@ -76,7 +76,14 @@ class PostgresBackend(Backend):
         return con
 
     def merge_staged(
-        self, table: Table, staging: duckdb.DuckDBPyConnection, staged: str, workspace: str, now: datetime
+        self,
+        table: Table,
+        staging: duckdb.DuckDBPyConnection,
+        staged: str,
+        workspace: str,
+        now: datetime,
+        *,
+        source: str | None = None,
     ) -> MergeResult:
         q = self.dialect.quote
         staged_cols = [r[0] for r in staging.execute(f"DESCRIBE {q(staged)}").fetchall()]
