@@ -14,7 +14,9 @@ from careloop.storage.schema import all_tables, entity_table
 
 
 def _orgs(*keys: str) -> list[dict[str, object]]:
-    return [{"source": "his", "key": k, "name": f"医院{k}", "org_type": "hospital", "tier": "三甲"} for k in keys]
+    return [
+        {"source": "his", "key": k, "name": f"医院{k}", "org_type": "hospital", "tier": "三甲"} for k in keys
+    ]
 
 
 def test_migrate_is_idempotent_and_versioned(backend: Backend) -> None:
@@ -42,7 +44,10 @@ def test_insert_and_query_roundtrip(backend: Backend) -> None:
     store = backend.workspace("default")
     assert store.insert("organization", _orgs("o1", "o2")) == 2
     rows = store.rows("SELECT key, name, tier FROM organization ORDER BY key")
-    assert rows == [{"key": "o1", "name": "医院o1", "tier": "三甲"}, {"key": "o2", "name": "医院o2", "tier": "三甲"}]
+    assert rows == [
+        {"key": "o1", "name": "医院o1", "tier": "三甲"},
+        {"key": "o2", "name": "医院o2", "tier": "三甲"},
+    ]
     assert store.scalar("SELECT count(*) FROM organization WHERE name LIKE :p", {"p": "%o1"}) == 1
     assert store.scalar("SELECT 7 % 3") == 1  # modulo survives psycopg's % handling
 
@@ -127,9 +132,18 @@ def test_merge_staged_inserts_updates_and_counts_repeats(backend: Backend) -> No
     now = datetime(2026, 11, 1, tzinfo=UTC)
 
     def stage(rows: list[tuple[str, str, str]]) -> None:
-        con.register("_rows", pa.table({"source": [r[0] for r in rows], "key": [r[1] for r in rows],
-                                        "name": [r[2] for r in rows], "_row_hash": [r[2] for r in rows],
-                                        "_run_id": ["run"] * len(rows)}))
+        con.register(
+            "_rows",
+            pa.table(
+                {
+                    "source": [r[0] for r in rows],
+                    "key": [r[1] for r in rows],
+                    "name": [r[2] for r in rows],
+                    "_row_hash": [sum(map(ord, r[2])) for r in rows],
+                    "_run_id": ["run"] * len(rows),
+                }
+            ),
+        )
         con.execute("CREATE OR REPLACE TEMP TABLE _st AS SELECT * FROM _rows").fetchall()
         con.unregister("_rows")
 
@@ -141,7 +155,10 @@ def test_merge_staged_inserts_updates_and_counts_repeats(backend: Backend) -> No
     assert (r.inserted, r.updated, r.unchanged) == (1, 1, 1)
     store = backend.workspace("ws")
     assert store.rows("SELECT key, name FROM organization ORDER BY key") == [
-        {"key": "o1", "name": "A"}, {"key": "o2", "name": "B2"}, {"key": "o3", "name": "C"}]
+        {"key": "o1", "name": "A"},
+        {"key": "o2", "name": "B2"},
+        {"key": "o3", "name": "C"},
+    ]
     assert backend.workspace("other").count("organization") == 0
     con.execute("DROP TABLE _st").fetchall()
     if con is not backend.staging_connection():

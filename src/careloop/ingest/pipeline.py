@@ -422,7 +422,7 @@ class Ingestor:
             else:
                 out.append(col)
         out.append(f"{lit(run_id)} AS _run_id")
-        out.append(f"CAST(hash({', '.join(hashed)}) AS VARCHAR) AS _row_hash")
+        out.append(f"CAST(hash({', '.join(hashed)}) & 9223372036854775807 AS BIGINT) AS _row_hash")
         row = con.execute("SELECT count(*), count(DISTINCT key) FROM _v WHERE _reason IS NULL").fetchall()[0]
         repeats = int(row[0]) - int(row[1])
         if repeats == 0:

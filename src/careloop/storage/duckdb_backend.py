@@ -102,6 +102,25 @@ class DuckDBBackend(Backend):
             f"INSERT INTO {t} (workspace_id, {col_list}, _ingested_at, _updated_at) "
             f"SELECT $ws, {', '.join('s.' + q(c) for c in cols)}, $now, $now FROM {{src}} s"
         )
+        # row order inside a table carries no meaning; not preserving it makes bulk inserts ~25% faster
+        self._con.execute("SET preserve_insertion_order = false").fetchall()
+        try:
+            return self._merge(t, staged, cols, col_list, insert, params, workspace, source)
+        finally:
+            self._con.execute("RESET preserve_insertion_order").fetchall()
+
+    def _merge(
+        self,
+        t: str,
+        staged: str,
+        cols: list[str],
+        col_list: str,
+        insert: str,
+        params: dict[str, Any],
+        workspace: str,
+        source: str | None,
+    ) -> MergeResult:
+        q = self.dialect.quote
         with self.transaction():
             known = self._con.execute(
                 f"SELECT EXISTS (SELECT 1 FROM {t} WHERE workspace_id = $ws"

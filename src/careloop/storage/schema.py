@@ -4,7 +4,7 @@ Entity tables get, besides the entity's fields:
 - ``workspace_id`` — the tenant; every read and write is scoped to one (see `workspace.py`);
 - for each personal identifier, the ciphertext in the field's own column and, for look-up kinds,
   a keyed blind index in ``<field>_bidx`` (see `careloop.privacy.fields`);
-- ``_run_id``, ``_row_hash`` (keyed hash of the normalised input, to tell changed rows from repeats),
+- ``_run_id``, ``_row_hash`` (63-bit keyed hash of the normalised input, to tell changed rows from repeats),
   ``_ingested_at`` and ``_updated_at``.
 The unique key of every entity table is (workspace_id, source, key).
 
@@ -81,7 +81,7 @@ class Table:
 WORKSPACE = Column("workspace_id", LogicalType.TEXT, nullable=False)
 AUDIT_COLUMNS = (
     Column("_run_id", LogicalType.TEXT),
-    Column("_row_hash", LogicalType.TEXT),
+    Column("_row_hash", LogicalType.BIGINT),
     Column("_ingested_at", LogicalType.TIMESTAMPTZ),
     Column("_updated_at", LogicalType.TIMESTAMPTZ),
 )
