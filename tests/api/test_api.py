@@ -16,7 +16,9 @@ from careloop.storage import Backend
 @pytest.fixture
 def client(backend: Backend, tmp_path: Path) -> Iterator[TestClient]:
     path = tmp_path / "patient.csv"
-    path.write_text("key,name,sex,phone\np1,张三,male,13812345678\np2,李四,robot,13912345678\n", encoding="utf-8")
+    path.write_text(
+        "key,name,sex,phone\np1,张三,male,13812345678\np2,李四,robot,13912345678\n", encoding="utf-8"
+    )
     Ingestor(backend, "default").ingest(path, "csv")
     with TestClient(create_app(backend=backend)) as c:
         yield c

@@ -9,7 +9,9 @@ from careloop.bench.report import BenchResult, write_results
 
 
 def _result(size: str, figure: float) -> BenchResult:
-    return BenchResult("ingest", size, figure, 1000.0, "rows/s", "DuckDB read_parquet", "careloop bench ingest")
+    return BenchResult(
+        "ingest", size, figure, 1000.0, "rows/s", "DuckDB read_parquet", "careloop bench ingest"
+    )
 
 
 def test_rows_replaced_not_duplicated(tmp_path: Path) -> None:

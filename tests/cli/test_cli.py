@@ -30,8 +30,13 @@ def _csv(tmp_path: Path) -> Path:
 def test_ingest_json_summary_and_quarantine_commands(tmp_path: Path) -> None:
     summary = _json(["ingest", str(_csv(tmp_path)), "--format", "csv"])
     assert isinstance(summary, dict)
-    assert summary["entities"]["patient"] == {"rows": 2, "accepted": 1, "updated": 0, "duplicates": 0,
-                                              "quarantined": 1}
+    assert summary["entities"]["patient"] == {
+        "rows": 2,
+        "accepted": 1,
+        "updated": 0,
+        "duplicates": 0,
+        "quarantined": 1,
+    }
     listed = _json(["quarantine", "list"])
     assert isinstance(listed, dict) and listed["total"] == 1
     qid = listed["rows"][0]["id"]
@@ -76,8 +81,16 @@ def test_errors_say_what_to_do_and_exit_nonzero(tmp_path: Path) -> None:
 
 
 def test_every_command_has_help() -> None:
-    for args in (["--help"], ["ingest", "--help"], ["quarantine", "list", "--help"], ["synth", "--help"],
-                 ["demo", "--help"], ["bench", "--help"], ["db", "status", "--help"], ["serve", "--help"]):
+    for args in (
+        ["--help"],
+        ["ingest", "--help"],
+        ["quarantine", "list", "--help"],
+        ["synth", "--help"],
+        ["demo", "--help"],
+        ["bench", "--help"],
+        ["db", "status", "--help"],
+        ["serve", "--help"],
+    ):
         result = runner.invoke(app, args)
         assert result.exit_code == 0, args
         assert "Usage" in result.output

@@ -23,12 +23,19 @@ def test_every_entity_has_source_key_and_classified_fields() -> None:
 
 def test_personal_identifiers_are_marked() -> None:
     pii = {s.name: s.pii for s in field_specs(Patient) if s.pii}
-    assert pii == {"name": "name", "id_number": "id_number", "phone": "phone", "email": "email",
-                   "address": "address"}
+    assert pii == {
+        "name": "name",
+        "id_number": "id_number",
+        "phone": "phone",
+        "email": "email",
+        "address": "address",
+    }
 
 
 def test_clinical_data_is_health_class() -> None:
-    assert all(s.data_class == DataClass.HEALTH for s in field_specs(Encounter) if s.name == "encounter_class")
+    assert all(
+        s.data_class == DataClass.HEALTH for s in field_specs(Encounter) if s.name == "encounter_class"
+    )
 
 
 def test_enums_are_closed() -> None:

@@ -57,7 +57,11 @@ def test_id_in_future_rejected_with_clock() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "e164"),
-    [("13812345678", "+8613812345678"), ("+86 138-1234-5678", "+8613812345678"), ("008613812345678", "+8613812345678")],
+    [
+        ("13812345678", "+8613812345678"),
+        ("+86 138-1234-5678", "+8613812345678"),
+        ("008613812345678", "+8613812345678"),
+    ],
 )
 def test_mobile_normalised_to_e164(raw: str, e164: str) -> None:
     assert normalize_mobile(raw) == e164
@@ -86,7 +90,10 @@ _SQL_PHONE = f"SELECT {phone_value('$v')}"
 
 id_like = st.builds(
     lambda area, y, m, d, seq: f"{area:06d}{y:04d}{m:02d}{d:02d}{seq:03d}",
-    st.integers(110000, 659999), st.integers(1900, 2020), st.integers(1, 13), st.integers(1, 31),
+    st.integers(110000, 659999),
+    st.integers(1900, 2020),
+    st.integers(1, 13),
+    st.integers(1, 31),
     st.integers(0, 999),
 )
 

@@ -7,8 +7,6 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from careloop.ingest.pipeline import Ingestor
 from careloop.ingest.synthea import synthea_mapping
 from careloop.storage import Backend

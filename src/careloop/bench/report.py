@@ -63,10 +63,13 @@ def write_results(path: Path, results: list[BenchResult], when: datetime) -> Non
     machine = machine_description()
     existing: list[str] = []
     if path.exists():
-        existing = [line for line in path.read_text(encoding="utf-8").splitlines() if re.match(r"^\| (?!scenario|---)", line)]
+        existing = [
+            line
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if re.match(r"^\| (?!scenario|---)", line)
+        ]
     keep = [
-        line for line in existing
-        if not any(line.startswith(f"| {r.scenario} | {r.size} |") for r in results)
+        line for line in existing if not any(line.startswith(f"| {r.scenario} | {r.size} |") for r in results)
     ]
     rows = keep + [r.row(machine, when) for r in results]
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,9 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(7, "--seed"),
         repeat: int = typer.Option(1, "--repeat", min=1, help="runs per scenario; the best is kept"),
         cache: Path = typer.Option(Path(".careloop/bench"), "--cache", help="where generated data is kept"),
-        output: Path | None = typer.Option(None, "--output", help="markdown file (default docs/benchmarks.md)"),
+        output: Path | None = typer.Option(
+            None, "--output", help="markdown file (default docs/benchmarks.md)"
+        ),
         json: bool = JsonOpt,
     ) -> None:
         """Measure careloop against in-run baselines and record the ratios."""
@@ -46,6 +48,14 @@ def register(app: typer.Typer) -> None:
         print_table(
             f"benchmarks (written to {out})",
             ["scenario", "size", "careloop", "baseline", "ratio"],
-            [[r.scenario, r.size, f"{r.figure:,.0f} {r.unit}", f"{r.baseline:,.0f} {r.unit}", f"{r.ratio:.2f}"]
-             for r in results],
+            [
+                [
+                    r.scenario,
+                    r.size,
+                    f"{r.figure:,.0f} {r.unit}",
+                    f"{r.baseline:,.0f} {r.unit}",
+                    f"{r.ratio:.2f}",
+                ]
+                for r in results
+            ],
         )

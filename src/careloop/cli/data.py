@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from careloop.cli._common import JsonOpt, handle_errors, print_json, print_table
@@ -51,7 +53,7 @@ def status(workspace: str | None = typer.Option(None, "--workspace", "-w"), json
     backend = open_backend()
     try:
         ws = workspace_name(workspace)
-        out = {
+        out: dict[str, Any] = {
             "database_url": _safe_url(backend.url),
             "schema_version": backend.schema_version(),
             "code_schema_version": LATEST_VERSION,
@@ -85,7 +87,9 @@ def ws_list(json: bool = JsonOpt) -> None:
 
 @ws_app.command("create")
 @handle_errors
-def ws_create(name: str = typer.Argument(..., help="lowercase id, e.g. hz-first-hospital"), json: bool = JsonOpt) -> None:
+def ws_create(
+    name: str = typer.Argument(..., help="lowercase id, e.g. hz-first-hospital"), json: bool = JsonOpt
+) -> None:
     """Create a workspace."""
     backend = open_backend()
     try:
@@ -112,15 +116,22 @@ def register(app: typer.Typer) -> None:
         names = [entity] if entity else list(entities())
         if entity and entity not in entities():
             raise NotFoundError(f"no entity {entity!r}; known: {', '.join(entities())}")
-        out = {}
+        out: dict[str, dict[str, Any]] = {}
         for n in names:
             t = entity_table(n)
             out[n] = {
                 "description": entities()[n].entity_description,
                 "columns": [
-                    {"name": c.name, "type": c.type.value, "required": not c.nullable, "class": c.data_class,
-                     "level": c.level, "pii": c.pii, "encrypted": bool(c.pii),
-                     "blind_index_of": c.blind_index_of}
+                    {
+                        "name": c.name,
+                        "type": c.type.value,
+                        "required": not c.nullable,
+                        "class": c.data_class,
+                        "level": c.level,
+                        "pii": c.pii,
+                        "encrypted": bool(c.pii),
+                        "blind_index_of": c.blind_index_of,
+                    }
                     for c in t.columns
                 ],
             }
@@ -131,10 +142,21 @@ def register(app: typer.Typer) -> None:
             print_table(
                 f"{n} — {d['description']}",
                 ["column", "type", "required", "class", "level", "personal data"],
-                [[c["name"], c["type"], "yes" if c["required"] else "", c["class"], c["level"],
-                  (f"{c['pii']} (encrypted)" if c["pii"] else (f"blind index of {c['blind_index_of']}"
-                                                               if c["blind_index_of"] else ""))]
-                 for c in d["columns"]],
+                [
+                    [
+                        c["name"],
+                        c["type"],
+                        "yes" if c["required"] else "",
+                        c["class"],
+                        c["level"],
+                        (
+                            f"{c['pii']} (encrypted)"
+                            if c["pii"]
+                            else (f"blind index of {c['blind_index_of']}" if c["blind_index_of"] else "")
+                        ),
+                    ]
+                    for c in d["columns"]
+                ],
             )
 
     @app.command("runs")
@@ -156,6 +178,8 @@ def register(app: typer.Typer) -> None:
         print_table(
             "ingest runs",
             ["run_id", "status", "format", "path", "rows", "quarantined", "seconds"],
-            [[r["run_id"], r["status"], r["format"], r["path"], r["rows"], r["quarantined"], r["seconds"]]
-             for r in rows],
+            [
+                [r["run_id"], r["status"], r["format"], r["path"], r["rows"], r["quarantined"], r["seconds"]]
+                for r in rows
+            ],
         )

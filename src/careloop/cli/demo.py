@@ -70,7 +70,14 @@ def register(app: typer.Typer) -> None:
             print_table(
                 "demo",
                 ["rows ingested", "quarantined", "rows/s", "total seconds"],
-                [[f"{summary.rows:,}", summary.quarantined, out["ingest"]["rows_per_second"], out["seconds"]]],
+                [
+                    [
+                        f"{summary.rows:,}",
+                        summary.quarantined,
+                        out["ingest"]["rows_per_second"],
+                        out["seconds"],
+                    ]
+                ],
             )
         if serve:
             serve_api(host or s.api_host, port or s.api_port)

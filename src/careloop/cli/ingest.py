@@ -18,10 +18,17 @@ def run_ingest(
     backend = open_backend()
     try:
         if quiet:
-            return Ingestor(backend, workspace_name(workspace)).ingest(path, fmt, mapping=mapping, source=source)
+            return Ingestor(backend, workspace_name(workspace)).ingest(
+                path, fmt, mapping=mapping, source=source
+            )
         with Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} batches"),
-            TimeElapsedColumn(), console=err_console, transient=True,
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed} batches"),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
         ) as progress:
             task = progress.add_task(f"ingesting {path.name}", total=None)
 
@@ -56,8 +63,12 @@ def register(app: typer.Typer) -> None:
     def ingest(
         path: Path = typer.Argument(..., help="file or folder to ingest"),
         fmt: str = typer.Option(..., "--format", "-f", help=f"one of: {', '.join(FORMATS)}"),
-        mapping: Path | None = typer.Option(None, "--mapping", "-m", help="YAML column mapping (csv/parquet/jsonl)"),
-        source: str | None = typer.Option(None, "--source", help="source system name (overrides the mapping)"),
+        mapping: Path | None = typer.Option(
+            None, "--mapping", "-m", help="YAML column mapping (csv/parquet/jsonl)"
+        ),
+        source: str | None = typer.Option(
+            None, "--source", help="source system name (overrides the mapping)"
+        ),
         workspace: str | None = typer.Option(None, "--workspace", "-w", help="workspace (default: settings)"),
         json: bool = JsonOpt,
     ) -> None:

@@ -13,7 +13,9 @@ def serve_api(host: str, port: int) -> None:
 
     from careloop.api import create_app
 
-    typer.echo(f"careloop serving on http://{host}:{port} (API docs at http://{host}:{port}/docs); Ctrl-C stops")
+    typer.echo(
+        f"careloop serving on http://{host}:{port} (API docs at http://{host}:{port}/docs); Ctrl-C stops"
+    )
     uvicorn.run(create_app(), host=host, port=port, log_level="warning")
 
 

@@ -8,7 +8,7 @@ Storage, ingestion and the privacy layer read this metadata; the domain itself d
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from pydantic import Field
 
@@ -88,8 +88,8 @@ def meta(
         "required": required or key,
     }
     if key or required:
-        return Field(..., description=description, json_schema_extra=extra, **kwargs)
-    return Field(default, description=description, json_schema_extra=extra, **kwargs)
+        return Field(..., description=description, json_schema_extra=cast(Any, extra), **kwargs)
+    return Field(default, description=description, json_schema_extra=cast(Any, extra), **kwargs)
 
 
 def key(description: str = "source-local primary key") -> Any:

@@ -10,6 +10,7 @@ rows read = accepted + updated + duplicates + quarantined, per entity.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import secrets
@@ -466,8 +467,8 @@ def _register_udfs(con: duckdb.DuckDBPyConnection, cipher: FieldCipher) -> None:
         return pa.array(cipher.blind_index_many(values.to_pylist(), kind), pa.string())
 
     for name, fn in (("cl_encrypt", encrypt), ("cl_bidx", bidx)):
-        try:
+        with contextlib.suppress(duckdb.Error):
             con.remove_function(name)
-        except duckdb.Error:
-            pass
-        con.create_function(name, fn, ["VARCHAR", "VARCHAR"], "VARCHAR", type="arrow", side_effects=True)
+        con.create_function(  # type: ignore[call-overload]
+            name, fn, ["VARCHAR", "VARCHAR"], "VARCHAR", type="arrow", side_effects=True
+        )

@@ -10,10 +10,10 @@ from typing import Any
 
 import orjson
 
+from careloop.config import get_settings
 from careloop.domain import entities, field_specs
 from careloop.privacy.fields import FieldCipher, mask
 from careloop.privacy.keys import load_keyring
-from careloop.config import get_settings
 from careloop.storage.workspace import WorkspaceStore
 
 _FHIR_PII_KEYS = {

@@ -81,7 +81,7 @@ def default_mapping(path: Path, fmt: str, source: str | None) -> Mapping:
 
 def resolve(mapping: Mapping, root: Path) -> list[tuple[FileMapping, Path]]:
     """Each file entry with the files its glob matches (relative to the mapping's folder or `root`)."""
-    out = []
+    out: list[tuple[FileMapping, Path]] = []
     base = mapping.base_dir or (root if root.is_dir() else root.parent)
     for fm in mapping.files:
         if not fm.path:

@@ -161,7 +161,7 @@ class DuckDBBackend(Backend):
                 ).fetchall()
             finally:
                 self._con.unregister(name)
-        return data.num_rows
+        return int(data.num_rows)
 
     def existing_columns(self, table: str) -> dict[str, str]:
         rows = self.fetch_rows(

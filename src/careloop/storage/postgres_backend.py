@@ -22,7 +22,7 @@ from careloop.storage.schema import Table
 try:
     import psycopg
 except ImportError:  # pragma: no cover - exercised only without the [postgres] extra
-    psycopg = None
+    psycopg = None  # type: ignore[assignment]
 
 
 def postgres_dsn(url: str) -> str:
@@ -135,7 +135,7 @@ class PostgresBackend(Backend):
         rows = list(zip(*(data.column(i).to_pylist() for i in range(data.num_columns)), strict=True))
         with self._lock, self._con.cursor() as cur:
             cur.executemany(f"INSERT INTO {q(table)} ({cols}) VALUES ({placeholders})", rows)
-        return data.num_rows
+        return int(data.num_rows)
 
     def existing_columns(self, table: str) -> dict[str, str]:
         rows = self.fetch_rows(

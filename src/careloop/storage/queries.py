@@ -13,7 +13,7 @@ from careloop.storage.workspace import WorkspaceStore
 def entity_counts(store: WorkspaceStore) -> dict[str, int]:
     """Rows per entity table in the workspace (one query)."""
     names = list(entities())
-    union = " UNION ALL ".join(f"SELECT '{n}' AS entity, count(*) AS n FROM {n}" for n in names)  # noqa: S608
+    union = " UNION ALL ".join(f"SELECT '{n}' AS entity, count(*) AS n FROM {n}" for n in names)
     return {r["entity"]: int(r["n"]) for r in store.rows(union)}
 
 
@@ -21,7 +21,7 @@ def ingest_runs(store: WorkspaceStore, limit: int = 20) -> list[dict[str, Any]]:
     """Recent ingest runs, newest first, with their summary counts."""
     rows = store.rows(
         "SELECT run_id, source, path, format, status, started_at, finished_at, summary "
-        f"FROM ingest_run ORDER BY started_at DESC LIMIT {int(limit)}"  # noqa: S608
+        f"FROM ingest_run ORDER BY started_at DESC LIMIT {int(limit)}"
     )
     for r in rows:
         summary = r.pop("summary")

@@ -118,7 +118,8 @@ class WorkspaceStore:
         return self.backend.fetch_arrow(*self._prepare(query, params))
 
     def rows(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        return self.sql(query, params).to_pylist()
+        rows: list[dict[str, Any]] = self.sql(query, params).to_pylist()
+        return rows
 
     def scalar(self, query: str, params: Mapping[str, Any] | None = None) -> Any:
         rows = self.backend.fetch_rows(*self._prepare(query, params))

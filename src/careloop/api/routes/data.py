@@ -38,7 +38,10 @@ def quarantine(
     s: WorkspaceStore = Depends(store),
 ) -> dict[str, Any]:
     view = QuarantineView(s)
-    return {"total": view.count(run=run, entity=entity), "rows": view.list(run=run, entity=entity, limit=limit)}
+    return {
+        "total": view.count(run=run, entity=entity),
+        "rows": view.list(run=run, entity=entity, limit=limit),
+    }
 
 
 @router.get("/quarantine/{qid}", summary="One quarantined row, original values masked")

@@ -45,8 +45,15 @@ def _entity(name: str) -> dict[str, Any]:
     return {
         "description": entities()[name].entity_description,
         "columns": [
-            {"name": c.name, "type": c.type.value, "required": not c.nullable, "class": c.data_class,
-             "level": c.level, "pii": c.pii, "blind_index_of": c.blind_index_of}
+            {
+                "name": c.name,
+                "type": c.type.value,
+                "required": not c.nullable,
+                "class": c.data_class,
+                "level": c.level,
+                "pii": c.pii,
+                "blind_index_of": c.blind_index_of,
+            }
             for c in t.columns
         ],
     }
