@@ -25,7 +25,9 @@ PG_ENV = "CARELOOP_TEST_POSTGRES_URL"
 
 
 @pytest.fixture(autouse=True)
-def _isolated_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _isolated_settings(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
     """Every test gets its own key file and default database; nothing touches the working tree."""
     home = tmp_path_factory.mktemp("careloop-home")
     monkeypatch.setenv("CARELOOP_KEY_FILE", str(home / "keys.json"))
@@ -88,5 +90,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path, clock: FixedClock) -
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.exists():
-        pytest.skip(f"{SHARED_DATA} is not present: the shared data sets live beside the repo in ../shared/data")
+        pytest.skip(
+            f"{SHARED_DATA} is not present: the shared data sets live beside the repo in ../shared/data"
+        )
     return SHARED_DATA

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+import pytest
 from typer.testing import CliRunner
 
 from careloop.cli import app
+from careloop.config import get_settings
 
 runner = CliRunner()
 
@@ -67,6 +69,14 @@ def test_db_status_schema_and_workspaces(tmp_path: Path) -> None:
     assert phone["pii"] == "phone" and phone["encrypted"] and phone["level"] == 4
     assert _json(["workspace", "create", "brand-x"]) == {"workspace": "brand-x", "created": True}
     assert "brand-x" in _json(["workspace", "list"])  # type: ignore[operator]
+
+
+def test_config_hides_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARELOOP_DATABASE_URL", "postgresql://app:s3cret@db.internal:5432/careloop")
+    get_settings.cache_clear()
+    out = _json(["config"])
+    assert isinstance(out, dict) and out["database_url"] == "postgresql://app@db.internal:5432/careloop"
+    assert "s3cret" not in str(out)
 
 
 def test_errors_say_what_to_do_and_exit_nonzero(tmp_path: Path) -> None:

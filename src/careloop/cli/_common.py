@@ -18,7 +18,7 @@ from rich.table import Table
 from careloop.errors import CareloopError
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 JsonOpt = typer.Option(False, "--json", help="print machine-readable JSON instead of tables")
 

@@ -159,6 +159,24 @@ def register(app: typer.Typer) -> None:
                 ],
             )
 
+    @app.command("config")
+    @handle_errors
+    def config(json: bool = JsonOpt) -> None:
+        """The effective settings (from CARELOOP_* variables, .env and defaults); no secrets shown."""
+        s = get_settings()
+        out = {
+            name: (_safe_url(str(value)) if name == "database_url" else str(value))
+            for name, value in s.model_dump().items()
+        }
+        if json:
+            print_json(out)
+        else:
+            print_table(
+                "settings",
+                ["setting", "environment variable", "value"],
+                [[k, f"CARELOOP_{k.upper()}", v] for k, v in out.items()],
+            )
+
     @app.command("runs")
     @handle_errors
     def runs(

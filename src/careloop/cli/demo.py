@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
         started = time.perf_counter()
         data = prepare_data(data_dir, patients, seed, date.fromisoformat(as_of), quiet=json)
         summary = run_ingest(data_dir, "parquet", None, None, None, quiet=json)
-        out = {
+        out: dict[str, Any] = {
             "database_url": s.database_url,
             "workspace": summary.workspace,
             "data": {k: v for k, v in data.items() if k != "synth"},

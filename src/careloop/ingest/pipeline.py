@@ -38,6 +38,8 @@ from careloop.storage.base import Backend
 from careloop.storage.schema import entity_table
 
 FORMATS = ("csv", "parquet", "jsonl", "fhir", "synthea")
+#: entities whose rules span fields (see Ingestor._entity_checks): validated in a materialised table
+_CROSS_FIELD_CHECKED = frozenset({"condition", "patient", "patient_identifier"})
 MAPPING_FILE = "careloop-mapping.yaml"
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
@@ -133,7 +135,8 @@ class Ingestor:
         _register_udfs(con, self.cipher)
         try:
             items = self._items(con, path, fmt, mapping, source)
-            self._run(con, items, run_id, summary)
+            with self.backend.bulk_load():
+                self._run(con, items, run_id, summary)
             summary.status = "completed"
         except Exception:
             summary.status = "failed"
@@ -258,13 +261,12 @@ class Ingestor:
         finally:
             if tz_changed:
                 con.execute(f"SET TimeZone = {lit(self.settings.timezone)}").fetchall()
-            for name in ("_s", "_in"):
+            for name in ("_s", "_ok", "_bad", "_v", "_in"):
                 kind = con.execute(
                     "SELECT table_type FROM information_schema.tables WHERE table_name = ?", [name]
                 ).fetchall()
                 if kind:
                     con.execute(f"DROP {'VIEW' if kind[0][0] == 'VIEW' else 'TABLE'} {name}").fetchall()
-            con.execute("DROP TABLE IF EXISTS _v").fetchall()
             if registered:
                 con.unregister(registered)
 
@@ -285,14 +287,42 @@ class Ingestor:
                 reasons.append(rule.reason)
                 fields.append(f"CASE WHEN ({rule.reason}) IS NOT NULL THEN {lit(spec.name)} END")
         file_col = "_in._file" if "_file" in types else "NULL"
-        sql = (
-            f"CREATE OR REPLACE TEMP TABLE _v AS SELECT {', '.join(values)}, "
-            f"NULLIF(concat_ws('; ', {', '.join(reasons) or 'NULL'}), '') AS _reason, "
-            f"coalesce({', '.join(fields) or 'NULL'}) AS _field, "
-            f"_in._line AS _line, {file_col} AS _file, _in._rid AS _rid FROM _in"
-        )
-        con.execute(self._today(sql)).fetchall()
-        self._entity_checks(con, batch.entity)
+        reason = f"NULLIF(concat_ws('; ', {', '.join(reasons) or 'NULL'}), '')"
+        field = f"coalesce({', '.join(fields) or 'NULL'})"
+        if batch.entity in _CROSS_FIELD_CHECKED:
+            # cross-field rules update values and reasons: materialise, check, then split
+            con.execute(
+                self._today(
+                    f"CREATE OR REPLACE TEMP TABLE _v AS SELECT {', '.join(values)}, {reason} AS _reason, "
+                    f"{field} AS _field, _in._line AS _line, {file_col} AS _file, _in._rid AS _rid FROM _in"
+                )
+            ).fetchall()
+            self._entity_checks(con, batch.entity)
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE _bad AS SELECT _rid, _line, _file, _reason, _field FROM _v "
+                "WHERE _reason IS NOT NULL"
+            ).fetchall()
+            con.execute(
+                "CREATE OR REPLACE TEMP VIEW _ok AS SELECT * FROM _v WHERE _reason IS NULL"
+            ).fetchall()
+            return
+        # the bulk path: find the bad rows (narrow), and let the valid ones flow from the source
+        # through a view straight into the store, so no batch is materialised in full
+        any_bad = f"coalesce({', '.join(reasons)})" if reasons else "NULL"
+        con.execute(
+            self._today(
+                f"CREATE OR REPLACE TEMP TABLE _bad AS SELECT _in._rid AS _rid, _in._line AS _line, "
+                f"{file_col} AS _file, {reason} AS _reason, {field} AS _field FROM _in "
+                f"WHERE {any_bad} IS NOT NULL"
+            )
+        ).fetchall()
+        has_bad = con.execute("SELECT count(*) FROM _bad").fetchall()[0][0] > 0
+        con.execute(
+            self._today(
+                f"CREATE OR REPLACE TEMP VIEW _ok AS SELECT {', '.join(values)}, _in._line AS _line, "
+                f"_in._rid AS _rid FROM _in" + (" ANTI JOIN _bad ON _bad._rid = _in._rid" if has_bad else "")
+            )
+        ).fetchall()
 
     def _today(self, sql: str) -> str:
         """Rules compare with today: take it from the injected clock, not the database."""
@@ -344,8 +374,8 @@ class Ingestor:
         counts: EntityCounts,
         raw_cols: list[str],
     ) -> None:
-        row = con.execute("SELECT count(*), count(_reason) FROM _v").fetchall()[0]
-        total, n_bad = (int(row[0]), int(row[1])) if row else (0, 0)
+        total = int(con.execute("SELECT count(*) FROM _in").fetchall()[0][0])
+        n_bad = int(con.execute("SELECT count(*) FROM _bad").fetchall()[0][0])
         counts.rows += total
         if n_bad == 0:
             return
@@ -353,7 +383,7 @@ class Ingestor:
         raw = "to_json(struct_pack(" + ", ".join(f"{ident(c)} := _in.{ident(c)}" for c in raw_cols) + "))"
         bad = con.sql(
             f"SELECT v._line, v._file, v._field, v._reason, CAST({raw} AS VARCHAR) AS _raw "
-            "FROM _v v JOIN _in ON _in._rid = v._rid WHERE v._reason IS NOT NULL ORDER BY v._line"
+            "FROM _bad v JOIN _in ON _in._rid = v._rid ORDER BY v._line"
         ).to_arrow_table()
         self._write_quarantine(
             run_id,
@@ -424,15 +454,13 @@ class Ingestor:
                 out.append(col)
         out.append(f"{lit(run_id)} AS _run_id")
         out.append(f"CAST(hash({', '.join(hashed)}) & 9223372036854775807 AS BIGINT) AS _row_hash")
-        row = con.execute("SELECT count(*), count(DISTINCT key) FROM _v WHERE _reason IS NULL").fetchall()[0]
+        row = con.execute("SELECT count(*), count(DISTINCT key) FROM _ok").fetchall()[0]
         repeats = int(row[0]) - int(row[1])
         if repeats == 0:
-            con.execute(
-                f"CREATE OR REPLACE TEMP VIEW _s AS SELECT {', '.join(out)} FROM _v WHERE _reason IS NULL"
-            ).fetchall()
+            con.execute(f"CREATE OR REPLACE TEMP VIEW _s AS SELECT {', '.join(out)} FROM _ok").fetchall()
         else:
             con.execute(
-                f"CREATE OR REPLACE TEMP TABLE _s AS SELECT {', '.join(out)} FROM _v WHERE _reason IS NULL "
+                f"CREATE OR REPLACE TEMP TABLE _s AS SELECT {', '.join(out)} FROM _ok "
                 "QUALIFY row_number() OVER (PARTITION BY key ORDER BY _line) = 1"
             ).fetchall()
         counts.duplicates += repeats
@@ -456,19 +484,39 @@ def _closing(
 
 
 def _register_udfs(con: duckdb.DuckDBPyConnection, cipher: FieldCipher) -> None:
-    """Vectorised Arrow UDFs for field encryption and blind indexes on the staging connection."""
+    """Field protection on the staging connection.
+
+    `cl_encrypt(kind, value)`: AES-GCM, a vectorised Arrow UDF (no SQL engine has AEAD built in).
+    `cl_bidx(kind, value)`: HMAC-SHA256 as a SQL macro over DuckDB's sha256 — vectorised and parallel;
+    the padded keys live in session variables, never in SQL text.
+    """
+
+    # Within one run a repeated look-up identifier (an openid on each of a person's events) reuses its
+    # ciphertext: the blind index beside it already shows equal values are equal, so nothing new leaks,
+    # and most AES calls are saved. Kinds without a blind index (addresses) always get a fresh nonce.
+    reuse: dict[tuple[str, str], str | None] = {}
 
     def encrypt(kinds: pa.Array, values: pa.Array) -> pa.Array:
         kind = kinds[0].as_py() if len(kinds) else "identifier"
-        return pa.array(cipher.encrypt_many(values.to_pylist(), kind), pa.string())
+        plain = values.to_pylist()
+        if kind not in INDEXED_PII:
+            return pa.array(cipher.encrypt_many(plain, kind), pa.string())
+        if len(reuse) > 500_000:
+            reuse.clear()
+        missing = list({v for v in plain if v is not None and (kind, v) not in reuse})
+        for v, token in zip(missing, cipher.encrypt_many(missing, kind), strict=True):
+            reuse[(kind, v)] = token
+        return pa.array([None if v is None else reuse[(kind, v)] for v in plain], pa.string())
 
-    def bidx(kinds: pa.Array, values: pa.Array) -> pa.Array:
-        kind = kinds[0].as_py() if len(kinds) else "identifier"
-        return pa.array(cipher.blind_index_many(values.to_pylist(), kind), pa.string())
-
-    for name, fn in (("cl_encrypt", encrypt), ("cl_bidx", bidx)):
-        with contextlib.suppress(duckdb.Error):
-            con.remove_function(name)
-        con.create_function(  # type: ignore[call-overload]
-            name, fn, ["VARCHAR", "VARCHAR"], "VARCHAR", type="arrow", side_effects=True
-        )
+    with contextlib.suppress(duckdb.Error):
+        con.remove_function("cl_encrypt")
+    con.create_function(  # type: ignore[call-overload]
+        "cl_encrypt", encrypt, ["VARCHAR", "VARCHAR"], "VARCHAR", type="arrow", side_effects=True
+    )
+    ipad, opad = cipher.hmac_pads()
+    con.execute("SET VARIABLE cl_bidx_ipad = $ipad", {"ipad": ipad}).fetchall()
+    con.execute("SET VARIABLE cl_bidx_opad = $opad", {"opad": opad}).fetchall()
+    con.execute(
+        "CREATE OR REPLACE TEMP MACRO cl_bidx(kind, v) AS left(sha256(getvariable('cl_bidx_opad') || "
+        "unhex(sha256(getvariable('cl_bidx_ipad') || encode(kind || ':' || v)))), 32)"
+    ).fetchall()

@@ -99,6 +99,11 @@ class Backend(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    @contextmanager
+    def bulk_load(self) -> Iterator[None]:
+        """Engine settings for a long load (default: none)."""
+        yield
+
     # ---- shared logic -------------------------------------------------------------------------
     def execute(self, sql: str, params: Params = None) -> None:
         """Run engine SQL (internal: feature code goes through a WorkspaceStore)."""

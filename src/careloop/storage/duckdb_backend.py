@@ -79,6 +79,17 @@ class DuckDBBackend(Backend):
             finally:
                 self._depth = 0
 
+    @contextmanager
+    def bulk_load(self) -> Iterator[None]:
+        """No automatic checkpoint in the middle of a load: each would rewrite what the load just
+        wrote (the WAL keeps the load durable; DuckDB checkpoints on close or at the next threshold)."""
+        with self._lock:
+            self._con.execute("SET checkpoint_threshold = '2GB'").fetchall()
+            try:
+                yield
+            finally:
+                self._con.execute("RESET checkpoint_threshold").fetchall()
+
     def staging_connection(self) -> duckdb.DuckDBPyConnection:
         return self._con
 

@@ -102,15 +102,13 @@ class PostgresBackend(Backend):
         t = q(table.name)
         with self._lock, self._con.transaction():
             self._con.execute(f"CREATE TEMP TABLE {q(tmp)} ({col_defs}) ON COMMIT DROP")
-            with self._con.cursor().copy(
-                f"COPY {q(tmp)} ({col_list}) FROM STDIN WITH (FORMAT csv, HEADER true)"
-            ) as copy:
+            with self._con.cursor().copy(f"COPY {q(tmp)} ({col_list}) FROM STDIN WITH (FORMAT csv)") as copy:
                 for batch in reader:
                     buf = io.BytesIO()
                     pacsv.write_csv(
                         pa.Table.from_batches([batch]),
                         buf,
-                        pacsv.WriteOptions(include_header=True, quoting_style="all_valid"),
+                        pacsv.WriteOptions(include_header=False, quoting_style="all_valid"),
                     )
                     copy.write(buf.getvalue())
             row = self._con.execute(
