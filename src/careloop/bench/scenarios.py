@@ -83,7 +83,8 @@ def bench_ingest(patients: int, seed: int, cache: Path, settings: Settings, repe
         baseline=best_ceiling,
         unit="rows/s",
         baseline_name="DuckDB read_parquet into bare tables",
-        command=f"careloop bench ingest --patients {patients}",
+        command=f"careloop bench ingest --patients {patients}"
+        + (f" --repeat {repeat}" if repeat > 1 else ""),
         details={**details, "rows_baseline": rows_ceiling, "rows": rows_ours},
     )
 
