@@ -10,10 +10,8 @@ from careloop.cli._common import JsonOpt, handle_errors, print_json, print_table
 from careloop.cli._context import open_backend, workspace_name
 from careloop.config import get_settings
 from careloop.domain import entities
-from careloop.errors import NotFoundError
 from careloop.storage.migrations import LATEST_VERSION
-from careloop.storage.queries import entity_counts, ingest_runs
-from careloop.storage.schema import entity_table
+from careloop.storage.queries import data_dictionary, entity_counts, ingest_runs
 
 db_app = typer.Typer(help="The database: migrate and status.", no_args_is_help=True)
 ws_app = typer.Typer(help="Workspaces (tenants): one per hospital group or brand.", no_args_is_help=True)
@@ -114,27 +112,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The data dictionary: fields with type, data class, sensitivity level and personal-data kind."""
         names = [entity] if entity else list(entities())
-        if entity and entity not in entities():
-            raise NotFoundError(f"no entity {entity!r}; known: {', '.join(entities())}")
-        out: dict[str, dict[str, Any]] = {}
-        for n in names:
-            t = entity_table(n)
-            out[n] = {
-                "description": entities()[n].entity_description,
-                "columns": [
-                    {
-                        "name": c.name,
-                        "type": c.type.value,
-                        "required": not c.nullable,
-                        "class": c.data_class,
-                        "level": c.level,
-                        "pii": c.pii,
-                        "encrypted": bool(c.pii),
-                        "blind_index_of": c.blind_index_of,
-                    }
-                    for c in t.columns
-                ],
-            }
+        out = {n: data_dictionary(n) for n in names}
         if json:
             print_json(out)
             return

@@ -7,6 +7,8 @@ from typing import Any
 import orjson
 
 from careloop.domain import entities
+from careloop.errors import NotFoundError
+from careloop.storage.schema import entity_table
 from careloop.storage.workspace import WorkspaceStore
 
 
@@ -31,3 +33,25 @@ def ingest_runs(store: WorkspaceStore, limit: int = 20) -> list[dict[str, Any]]:
         r["seconds"] = s.get("seconds")
         r["entities"] = s.get("entities")
     return rows
+
+
+def data_dictionary(entity: str) -> dict[str, Any]:
+    """One entity's columns with type, data class, sensitivity level and personal-data kind."""
+    if entity not in entities():
+        raise NotFoundError(f"no entity {entity!r}; known: {', '.join(entities())}")
+    return {
+        "description": entities()[entity].entity_description,
+        "columns": [
+            {
+                "name": c.name,
+                "type": c.type.value,
+                "required": not c.nullable,
+                "class": c.data_class,
+                "level": c.level,
+                "pii": c.pii,
+                "encrypted": bool(c.pii),
+                "blind_index_of": c.blind_index_of,
+            }
+            for c in entity_table(entity).columns
+        ],
+    }

@@ -9,10 +9,9 @@ from fastapi import APIRouter, Depends
 from careloop import __version__
 from careloop.api.deps import backend
 from careloop.domain import entities
-from careloop.errors import NotFoundError
 from careloop.storage import Backend
 from careloop.storage.migrations import LATEST_VERSION
-from careloop.storage.schema import entity_table
+from careloop.storage.queries import data_dictionary
 
 router = APIRouter(tags=["system"])
 
@@ -30,30 +29,9 @@ def ready(b: Backend = Depends(backend)) -> dict[str, Any]:
 
 @router.get("/v1/schema", summary="Data dictionary: every entity with its columns, classes and levels")
 def schema() -> dict[str, Any]:
-    return {name: _entity(name) for name in entities()}
+    return {name: data_dictionary(name) for name in entities()}
 
 
 @router.get("/v1/schema/{entity}", summary="Data dictionary of one entity")
 def schema_entity(entity: str) -> dict[str, Any]:
-    if entity not in entities():
-        raise NotFoundError(f"no entity {entity!r}")
-    return _entity(entity)
-
-
-def _entity(name: str) -> dict[str, Any]:
-    t = entity_table(name)
-    return {
-        "description": entities()[name].entity_description,
-        "columns": [
-            {
-                "name": c.name,
-                "type": c.type.value,
-                "required": not c.nullable,
-                "class": c.data_class,
-                "level": c.level,
-                "pii": c.pii,
-                "blind_index_of": c.blind_index_of,
-            }
-            for c in t.columns
-        ],
-    }
+    return data_dictionary(entity)
