@@ -161,5 +161,5 @@ def test_merge_staged_inserts_updates_and_counts_repeats(backend: Backend) -> No
     ]
     assert backend.workspace("other").count("organization") == 0
     con.execute("DROP TABLE _st").fetchall()
-    if con is not backend.staging_connection():
+    if not backend.stages_in_store:
         con.close()

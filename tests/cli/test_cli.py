@@ -86,6 +86,10 @@ def test_errors_say_what_to_do_and_exit_nonzero(tmp_path: Path) -> None:
     assert result.exit_code != 0 and "csv, parquet, jsonl, fhir, synthea" in result.output
     result = runner.invoke(app, ["quarantine", "show", "no-such-id"])
     assert result.exit_code != 0 and "careloop quarantine list" in result.output
+    result = runner.invoke(app, ["demo", "--as-of", "yesterday", "--no-serve"])
+    assert result.exit_code == 2 and "--as-of must be a date" in result.output
+    result = runner.invoke(app, ["bench", "nonsense"])
+    assert result.exit_code == 2 and "unknown scenario" in result.output
     result = runner.invoke(app, ["schema", "nothing"])
     assert result.exit_code != 0 and "no entity" in result.output
 

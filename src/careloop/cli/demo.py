@@ -15,6 +15,7 @@ from careloop.cli._common import JsonOpt, console, handle_errors, print_json, pr
 from careloop.cli.ingest import print_summary, run_ingest
 from careloop.cli.serve import serve_api
 from careloop.config import get_settings
+from careloop.errors import ConfigError
 
 DEFAULT_PATIENTS = 10_000
 
@@ -50,7 +51,13 @@ def register(app: typer.Typer) -> None:
         """Build the demo: synthetic network -> ingest (validation, quarantine) -> summary -> serve."""
         s = get_settings()
         started = time.perf_counter()
-        data = prepare_data(data_dir, patients, seed, date.fromisoformat(as_of), quiet=json)
+        try:
+            last_day = date.fromisoformat(as_of)
+        except ValueError:
+            raise ConfigError(f"--as-of must be a date like 2026-10-31, not {as_of!r}") from None
+        if patients < 1:
+            raise ConfigError("--patients must be at least 1")
+        data = prepare_data(data_dir, patients, seed, last_day, quiet=json)
         summary = run_ingest(data_dir, "parquet", None, None, None, quiet=json)
         out: dict[str, Any] = {
             "database_url": s.database_url,

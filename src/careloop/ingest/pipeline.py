@@ -153,7 +153,7 @@ class Ingestor:
                     "run": run_id,
                 },
             )
-            if con is not self.backend.staging_connection():
+            if not self.backend.stages_in_store:
                 con.close()
         return summary
 

@@ -48,6 +48,8 @@ class Backend(ABC):
     """A careloop store on one database engine."""
 
     dialect: Dialect
+    #: True when staging happens in the store's own connection (DuckDB); else each call opens one
+    stages_in_store: bool = False
 
     def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.url = url

@@ -32,6 +32,7 @@ def duckdb_path(url: str) -> str:
 
 class DuckDBBackend(Backend):
     dialect = DUCKDB
+    stages_in_store = True
 
     def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK, timezone: str = "Asia/Shanghai") -> None:
         super().__init__(url, clock=clock)
