@@ -31,9 +31,9 @@ def main(
 
 
 def _register_all() -> None:
-    from careloop.cli import bench, data, demo, ingest, quarantine, serve, synth
+    from careloop.cli import bench, data, demo, identity, ingest, quarantine, serve, synth
 
-    for module in (synth, ingest, quarantine, data, demo, serve, bench):
+    for module in (synth, ingest, quarantine, data, demo, serve, bench, identity):
         module.register(app)
 
 
