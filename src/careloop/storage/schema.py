@@ -173,13 +173,136 @@ OPERATIONAL_TABLES: tuple[Table, ...] = (
 )
 
 
+def _pii(name: str, kind: str) -> Column:
+    return Column(name, LogicalType.TEXT, data_class=DataClass.IDENTIFIER.value, level=4, pii=kind)
+
+
+def _bidx(name: str) -> Column:
+    return Column(f"{name}_bidx", LogicalType.TEXT, blind_index_of=name)
+
+
+B, D, DT = LogicalType.BOOLEAN, LogicalType.DOUBLE, LogicalType.DATE
+
+#: Identity resolution (careloop.identity): which source records are one person, that person's golden
+#: record, households, manual overrides, the history of every merge and split, and each resolution run.
+IDENTITY_TABLES: tuple[Table, ...] = (
+    Table(
+        "identity_link",
+        (
+            WORKSPACE,
+            _op("source", T, False),
+            _op("patient_key", T, False),
+            _op("person_id", T, False),
+            _op("rule", T),  # what put the record in its person: a deterministic rule, 'probabilistic', 'manual', 'alone'
+            _op("match_probability", D),
+            _op("run_id", T),
+            _op("linked_at", TS),
+        ),
+        unique=("workspace_id", "source", "patient_key"),
+        indexes=(("workspace_id", "person_id"),),
+    ),
+    Table(
+        "person",
+        (
+            WORKSPACE,
+            _op("person_id", T, False),
+            _pii("name", "name"),
+            _bidx("name"),
+            _op("sex", T),
+            _op("birth_date", DT),
+            _pii("id_number", "id_number"),
+            _bidx("id_number"),
+            _pii("phone", "phone"),
+            _bidx("phone"),
+            _pii("address", "address"),
+            _op("province", T),
+            _op("city", T),
+            _op("district", T),
+            _op("postal_code", T),
+            _op("household_id", T),
+            _op("record_count", BI),
+            _op("sources", J),  # sorted list of source names
+            _op("provenance", J),  # field -> {source, patient_key, rule, at}
+            _op("first_seen_at", TS),
+            _op("updated_at", TS),
+        ),
+        unique=("workspace_id", "person_id"),
+        indexes=(
+            ("workspace_id", "phone_bidx"),
+            ("workspace_id", "id_number_bidx"),
+            ("workspace_id", "household_id"),
+        ),
+    ),
+    Table(
+        "household_member",
+        (
+            WORKSPACE,
+            _op("household_id", T, False),
+            _op("person_id", T, False),
+            _op("role", T),  # head, spouse, child, parent, member
+            _op("evidence", J),  # what links the person to the household
+            _op("updated_at", TS),
+        ),
+        unique=("workspace_id", "person_id"),
+        indexes=(("workspace_id", "household_id"),),
+    ),
+    Table(
+        "identity_override",
+        (
+            WORKSPACE,
+            _op("id", T, False),
+            _op("action", T, False),  # 'merge' (must link) or 'split' (must not link)
+            _op("record_a", T, False),  # 'source:patient_key'
+            _op("record_b", T, False),
+            _op("actor", T),
+            _op("reason", T),
+            _op("created_at", TS),
+            _op("active", B),
+        ),
+        unique=("workspace_id", "id"),
+    ),
+    Table(
+        "identity_history",
+        (
+            WORKSPACE,
+            _op("id", T, False),
+            _op("at", TS),
+            _op("action", T, False),  # created, merged, split, manual_merge, manual_split, retired
+            _op("person_id", T),
+            _op("other_person_ids", J),
+            _op("records", J),  # the records concerned, 'source:patient_key'
+            _op("actor", T),  # a user, or 'resolver' for a resolution run
+            _op("reason", T),
+            _op("evidence", J),  # rules and probabilities of the links that decided it
+            _op("run_id", T),
+        ),
+        unique=("workspace_id", "id"),
+        indexes=(("workspace_id", "person_id"),),
+    ),
+    Table(
+        "identity_run",
+        (
+            WORKSPACE,
+            _op("run_id", T, False),
+            _op("mode", T),  # full or incremental
+            _op("started_at", TS),
+            _op("finished_at", TS),
+            _op("settings", J),  # rules and threshold used
+            _op("model", J),  # the trained Splink model (JSON), reused by incremental runs
+            _op("summary", J),
+        ),
+        unique=("workspace_id", "run_id"),
+    ),
+)
+
+
 def entity_tables() -> tuple[Table, ...]:
     return tuple(entity_table(n) for n in entities())
 
 
 def all_tables() -> tuple[Table, ...]:
     """Every table careloop's current code expects, in creation order."""
-    return OPERATIONAL_TABLES + entity_tables()
+    return OPERATIONAL_TABLES + entity_tables() + IDENTITY_TABLES
 
 
 def table(name: str) -> Table:
