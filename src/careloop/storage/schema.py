@@ -193,7 +193,9 @@ IDENTITY_TABLES: tuple[Table, ...] = (
             _op("source", T, False),
             _op("patient_key", T, False),
             _op("person_id", T, False),
-            _op("rule", T),  # what put the record in its person: a deterministic rule, 'probabilistic', 'manual', 'alone'
+            _op(
+                "rule", T
+            ),  # what put the record in its person: a deterministic rule, 'probabilistic', 'manual', 'alone'
             _op("match_probability", D),
             _op("run_id", T),
             _op("linked_at", TS),
