@@ -90,4 +90,6 @@ def bench_ingest(patients: int, seed: int, cache: Path, settings: Settings, repe
 
 
 Scenario = Callable[[int, int, Path, Settings, int], BenchResult]
-SCENARIOS: dict[str, Scenario] = {"ingest": bench_ingest}
+SCENARIOS: dict[str, Scenario] = {
+    "ingest": bench_ingest,
+}
