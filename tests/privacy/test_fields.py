@@ -59,3 +59,19 @@ def test_sql_blind_index_equals_python(value: str, kind: str) -> None:
 )
 def test_masking(value: str, kind: str, shown: str) -> None:
     assert mask(value, kind) == shown
+
+
+def test_encrypt_udf_is_safe_across_threads_while_its_cache_is_refilled() -> None:
+    """DuckDB runs the UDF on several threads; a tiny cache is cleared constantly while others read it."""
+    con = duckdb.connect(config={"threads": 4})
+    try:
+        _register_udfs(con, CIPHER, reuse_cap=50)
+        rows = con.execute(
+            "SELECT v, cl_encrypt('phone', v) FROM (SELECT '+86138' || lpad((i % 5000)::VARCHAR, 8, '0') AS v "
+            "FROM range(300000) t(i))"
+        ).fetchall()
+    finally:
+        con.close()
+    assert len(rows) == 300_000
+    sample = rows[::997]
+    assert all(CIPHER.decrypt(token, "phone") == value for value, token in sample)

@@ -10,7 +10,7 @@ from fastapi.responses import RedirectResponse
 
 from careloop import __version__
 from careloop.api.errors import install_error_handlers
-from careloop.api.routes import data, system
+from careloop.api.routes import data, patients, system
 from careloop.config import Settings, get_settings
 from careloop.storage import Backend, connect
 
@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(data.router)
+    app.include_router(patients.router)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

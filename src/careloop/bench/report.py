@@ -15,7 +15,7 @@ HEADER = """# Benchmarks
 
 Written by `careloop bench` (see docs/benchmarks-guide.md). Each row compares careloop with a baseline
 measured in the same run on the same machine; the ratio is careloop / baseline (higher is better for
-throughput). Rows are replaced when a scenario is re-run at the same size.
+throughput in rows/s or records/s, lower is better for latency in µs). Rows are replaced when a scenario is re-run at the same size.
 
 | scenario | size | careloop | baseline | ratio | machine | date | command |
 | --- | --- | --- | --- | --- | --- | --- | --- |

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import duckdb
 
+from careloop.bench.identity_bench import bench_identity
+from careloop.bench.patient360_bench import bench_patient360
 from careloop.bench.report import BenchResult
 from careloop.clock import SYSTEM_CLOCK
 from careloop.config import Settings
@@ -92,4 +94,6 @@ def bench_ingest(patients: int, seed: int, cache: Path, settings: Settings, repe
 Scenario = Callable[[int, int, Path, Settings, int], BenchResult]
 SCENARIOS: dict[str, Scenario] = {
     "ingest": bench_ingest,
+    "identity": bench_identity,
+    "patient360": bench_patient360,
 }

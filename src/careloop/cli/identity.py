@@ -10,7 +10,10 @@ from careloop.cli._common import JsonOpt, console, handle_errors, print_json, pr
 
 
 def register(app: typer.Typer) -> None:
-    identity = typer.Typer(help="Person identity: de-duplicate person files.", no_args_is_help=True)
+    identity = typer.Typer(
+        help="Person identity: resolve the store into unified persons, merge / split, de-duplicate files.",
+        no_args_is_help=True,
+    )
 
     @identity.command("dedupe")
     @handle_errors
@@ -60,4 +63,10 @@ def register(app: typer.Typer) -> None:
         )
         console.print(f"written to {summary.output} (threshold {summary.threshold})")
 
+    from careloop.cli.identity_report import add_report_command
+
+    add_report_command(identity)
+    from careloop.cli.identity_resolve import add_resolve_commands
+
+    add_resolve_commands(identity)
     app.add_typer(identity, name="identity")

@@ -21,6 +21,7 @@ from typing import Any
 
 import duckdb
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 from splink import comparison_level_library as cll
@@ -251,7 +252,56 @@ def match(
         splink_log.setLevel(level)
 
 
-def _match(
+@dataclass
+class ScoredPairs:
+    """Pairs at or above the threshold (left < right unique ids) and the model that scored them."""
+
+    left: npt.NDArray[np.int64]
+    right: npt.NDArray[np.int64]
+    prob: npt.NDArray[np.float64]
+    model: dict[str, Any]
+    trained_with: list[str] = field(default_factory=list)
+
+
+def score_pairs(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: Collection[str],
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    seed: int = DEFAULT_SEED,
+    u_max_pairs: float | None = None,
+    em_max_pairs: float = 2e6,
+    model: dict[str, Any] | None = None,
+    only_new_column: str | None = None,
+) -> ScoredPairs:
+    """Train (or reuse `model`, a saved Splink model) and score the blocked pairs of `table`.
+
+    With `only_new_column` (a 0/1 column of `table`) only pairs with at least one record marked 1
+    are compared: the incremental case, matching new records against everything else.
+    """
+    splink_log = logging.getLogger("splink")
+    level = splink_log.level
+    splink_log.setLevel(logging.ERROR)
+    try:
+        return _score(con, table, columns, threshold, seed, u_max_pairs, em_max_pairs, model, only_new_column)
+    finally:
+        splink_log.setLevel(level)
+
+
+def restrict_to_new(model: dict[str, Any], column: str) -> dict[str, Any]:
+    """A copy of a saved model whose blocking rules only admit pairs with a record marked in `column`."""
+    out = dict(model)
+    rules = []
+    for rule in model.get("blocking_rules_to_generate_predictions", []):
+        r = dict(rule) if isinstance(rule, dict) else {"blocking_rule": str(rule)}
+        r["blocking_rule"] = f'({r["blocking_rule"]}) AND (l."{column}" = 1 OR r."{column}" = 1)'
+        rules.append(r)
+    out["blocking_rules_to_generate_predictions"] = rules
+    return out
+
+
+def _score(
     con: duckdb.DuckDBPyConnection,
     table: str,
     columns: Collection[str],
@@ -259,25 +309,47 @@ def _match(
     seed: int,
     u_max_pairs: float | None,
     em_max_pairs: float,
-    constrained: bool,
-) -> MatchResult:
+    model: dict[str, Any] | None,
+    only_new_column: str | None,
+) -> ScoredPairs:
     if not 0 < threshold < 1:
         raise ConfigError(f"--threshold must be a match probability between 0 and 1 (got {threshold})")
-    t0 = time.perf_counter()
     n = int(con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0])  # noqa: S608
-    settings = splink_settings(columns)
+    empty = np.zeros(0, dtype=np.int64)
+    if model is None:
+        settings: SettingsCreator | dict[str, Any] = splink_settings(columns)
+    else:
+        settings = restrict_to_new(model, only_new_column) if only_new_column else model
     if n < 2:
-        singles = pa.table(
-            {
-                "unique_id": pa.array(range(n), pa.int64()),
-                "cluster_id": pa.array(range(n), pa.int64()),
-                "match_probability": pa.nulls(n, pa.float64()),
-            }
-        )
-        return MatchResult(singles, [], seconds=time.perf_counter() - t0)
+        return ScoredPairs(empty, empty.copy(), np.zeros(0), model or {})
     db_api = DuckDBAPI(connection=con)
     sdf = db_api.register(table)
     linker = Linker(sdf, settings, log_level=None)
+    trained: list[str] = []
+    if model is None:
+        trained = _train(linker, n, columns, seed, u_max_pairs, em_max_pairs)
+    predictions = linker.inference.predict(threshold_match_probability=threshold, warning_mode="never")
+    pred = predictions.physical_name
+    edges = con.sql(
+        f"SELECT unique_id_l, unique_id_r, match_probability FROM {pred}"  # noqa: S608 - Splink's table
+    ).to_arrow_table()
+    return ScoredPairs(
+        left=edges.column(0).to_numpy().astype(np.int64),
+        right=edges.column(1).to_numpy().astype(np.int64),
+        prob=edges.column(2).to_numpy().astype(np.float64),
+        model=model if model is not None else linker.misc.save_model_to_json(),
+        trained_with=trained,
+    )
+
+
+def _train(
+    linker: Linker,
+    n: int,
+    columns: Collection[str],
+    seed: int,
+    u_max_pairs: float | None,
+    em_max_pairs: float,
+) -> list[str]:
     # random pairs: all for small files; 2e6 at 100k+ rows gave the same F1 as 1e7 in a third of the time
     pairs = (
         u_max_pairs
@@ -306,14 +378,35 @@ def _match(
                 trained.append("m: EM blocked on " + "+".join(rule))
             except Exception as e:  # a block with too few pairs to train on: keep the priors
                 log.info("EM on %s skipped: %s", rule, e)
-    predictions = linker.inference.predict(threshold_match_probability=threshold, warning_mode="never")
-    pred = predictions.physical_name
-    edges = con.sql(
-        f"SELECT unique_id_l, unique_id_r, match_probability FROM {pred}"  # noqa: S608 - Splink's table
-    ).to_arrow_table()
-    left = edges.column(0).to_numpy().astype(np.int64)
-    right = edges.column(1).to_numpy().astype(np.int64)
-    prob = edges.column(2).to_numpy().astype(np.float64)
+    return trained
+
+
+def _match(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: Collection[str],
+    threshold: float,
+    seed: int,
+    u_max_pairs: float | None,
+    em_max_pairs: float,
+    constrained: bool,
+) -> MatchResult:
+    t0 = time.perf_counter()
+    if not 0 < threshold < 1:
+        raise ConfigError(f"--threshold must be a match probability between 0 and 1 (got {threshold})")
+    n = int(con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0])  # noqa: S608
+    splink_settings(columns)  # a file without two comparable fields fails here, before any work
+    if n < 2:
+        singles = pa.table(
+            {
+                "unique_id": pa.array(range(n), pa.int64()),
+                "cluster_id": pa.array(range(n), pa.int64()),
+                "match_probability": pa.nulls(n, pa.float64()),
+            }
+        )
+        return MatchResult(singles, [], seconds=time.perf_counter() - t0)
+    scored = _score(con, table, columns, threshold, seed, u_max_pairs, em_max_pairs, None, None)
+    left, right, prob = scored.left, scored.right, scored.prob
     if constrained:
         ids = _column(con, table, "id_number", columns, n)
         births = _column(con, table, "birth_str", columns, n)
@@ -329,8 +422,8 @@ def _match(
     )
     return MatchResult(
         clusters=clusters,
-        parameters=model_parameters(linker.misc.save_model_to_json()),
-        trained_with=trained,
+        parameters=model_parameters(scored.model),
+        trained_with=scored.trained_with,
         pairs_above_threshold=len(prob),
         seconds=time.perf_counter() - t0,
     )

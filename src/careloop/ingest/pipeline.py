@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import itertools
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -483,7 +484,7 @@ def _closing(
         close()
 
 
-def _register_udfs(con: duckdb.DuckDBPyConnection, cipher: FieldCipher) -> None:
+def _register_udfs(con: duckdb.DuckDBPyConnection, cipher: FieldCipher, reuse_cap: int = 500_000) -> None:
     """Field protection on the staging connection.
 
     `cl_encrypt(kind, value)`: AES-GCM, a vectorised Arrow UDF (no SQL engine has AEAD built in).
@@ -494,19 +495,31 @@ def _register_udfs(con: duckdb.DuckDBPyConnection, cipher: FieldCipher) -> None:
     # Within one run a repeated look-up identifier (an openid on each of a person's events) reuses its
     # ciphertext: the blind index beside it already shows equal values are equal, so nothing new leaks,
     # and most AES calls are saved. Kinds without a blind index (addresses) always get a fresh nonce.
+    # DuckDB calls the function from several threads at once: each call builds its answer from its own
+    # dict and only reads and (under the lock) refills the shared cache.
     reuse: dict[tuple[str, str], str | None] = {}
+    lock = threading.Lock()
 
     def encrypt(kinds: pa.Array, values: pa.Array) -> pa.Array:
         kind = kinds[0].as_py() if len(kinds) else "identifier"
         plain = values.to_pylist()
         if kind not in INDEXED_PII:
             return pa.array(cipher.encrypt_many(plain, kind), pa.string())
-        if len(reuse) > 500_000:
-            reuse.clear()
-        missing = list({v for v in plain if v is not None and (kind, v) not in reuse})
-        for v, token in zip(missing, cipher.encrypt_many(missing, kind), strict=True):
-            reuse[(kind, v)] = token
-        return pa.array([None if v is None else reuse[(kind, v)] for v in plain], pa.string())
+        tokens: dict[str, str | None] = {}
+        missing: list[str] = []
+        for v in {v for v in plain if v is not None}:
+            token = reuse.get((kind, v))
+            if token is None:
+                missing.append(v)
+            else:
+                tokens[v] = token
+        fresh = dict(zip(missing, cipher.encrypt_many(missing, kind), strict=True))
+        tokens.update(fresh)
+        with lock:
+            if len(reuse) > reuse_cap:
+                reuse.clear()
+            reuse.update(((kind, v), t) for v, t in fresh.items())
+        return pa.array([None if v is None else tokens[v] for v in plain], pa.string())
 
     with contextlib.suppress(duckdb.Error):
         con.remove_function("cl_encrypt")

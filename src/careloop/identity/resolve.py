@@ -1,0 +1,533 @@
+"""Resolve the store's person records into unified persons: `careloop identity resolve`.
+
+One run: load every source's patient records (decrypted in memory, see `records`), standardise them,
+take the deterministic rules' links (`rules`, `evidence`), score the remaining pairs with the Splink
+model (`matching`), cluster everything with the constraints (`cluster`: different valid ID numbers,
+far birth dates, one family account's profiles and manual splits never join; manual merges always
+do), attach records left alone to their only compatible candidate, give every cluster a stable id
+(`stable_ids`) and write `identity_link`, `identity_history` and `identity_run`. Golden records and
+households are rebuilt for the persons concerned.
+
+Incremental runs (`incremental`) reuse the last full run's model and compare only pairs with at
+least one new record; existing persons keep their records and ids.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import Counter
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import duckdb
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from careloop.clock import SYSTEM_CLOCK, Clock
+from careloop.identity import incremental, overrides
+from careloop.identity.cluster import Clustering, cluster_constrained
+from careloop.identity.evidence import (
+    Edges,
+    attach_edges,
+    household_cannot_links,
+    rule_edges,
+    sparse_records,
+    supported_pairs,
+)
+from careloop.identity.matching import ScoredPairs, score_pairs
+from careloop.identity.records import STD_FIELDS, cipher_for, load_identifiers, load_records, record_ref
+from careloop.identity.rules import ResolutionRules, load_rules
+from careloop.identity.stable_ids import Change, assign_ids, diff
+from careloop.identity.standardise import STD_TABLE, standardise
+from careloop.privacy.fields import FieldCipher
+from careloop.storage.workspace import WorkspaceStore
+
+RESOLVER = "resolver"
+PROBABILISTIC = "probabilistic"
+MANUAL = "manual"
+ALONE = "alone"
+
+
+@dataclass
+class ResolveSummary:
+    """What a resolution run did."""
+
+    run_id: str
+    mode: str
+    records: int
+    new_records: int
+    persons: int
+    links_by_rule: dict[str, int]
+    created: int
+    merged: int
+    split: int
+    retired: int
+    pairs_scored: int
+    threshold: float
+    seconds: float
+    mode_reason: str = ""
+    golden_records: int | None = None
+    households: Any = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if self.households is not None and hasattr(self.households, "__dataclass_fields__"):
+            d["households"] = asdict(self.households)
+        return d
+
+
+@dataclass
+class _Linked:
+    """The outcome for every record of the run (indexed by unique_id)."""
+
+    person: list[str]
+    rule: list[str]
+    prob: list[float | None]
+
+
+def new_run_id(clock: Clock) -> str:
+    return f"i{clock.now():%Y%m%d%H%M%S}{secrets.token_hex(3)}"
+
+
+def resolve(
+    store: WorkspaceStore,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    rules: ResolutionRules | None = None,
+    threshold: float | None = None,
+    full: bool = False,
+    cipher: FieldCipher | None = None,
+    downstream: bool = True,
+) -> ResolveSummary:
+    """Resolve the workspace's person records; incremental when only new records arrived (unless `full`)."""
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    rules = rules or load_rules()
+    if threshold is not None:
+        rules = ResolutionRules.model_validate({**rules.model_dump(), "threshold": threshold})
+    started = clock.now()
+    run_id = new_run_id(clock)
+
+    records = load_records(store, cipher or cipher_for())
+    identifiers = load_identifiers(store)
+    previous = store.sql(
+        "SELECT source, patient_key, person_id, rule, match_probability, run_id, linked_at FROM identity_link"
+    )
+    decision = incremental.choose_mode(store, rules, records.num_rows, previous.num_rows, force_full=full)
+    timings["load"] = round(time.perf_counter() - t0, 3)
+
+    con = duckdb.connect()
+    try:
+        t = time.perf_counter()
+        columns = _prepare(con, records, identifiers, previous)
+        timings["standardise"] = round(time.perf_counter() - t, 3)
+        n = records.num_rows
+        refs = [
+            record_ref(s, k)
+            for s, k in zip(
+                records.column("source").to_pylist(), records.column("patient_key").to_pylist(), strict=True
+            )
+        ]
+        prev_person: list[str | None] = (
+            con.sql(
+                "SELECT p.person_id FROM record_meta m LEFT JOIN prev p ON p.unique_id = m.unique_id ORDER BY m.unique_id"
+            )
+            .to_arrow_table()
+            .column(0)
+            .to_pylist()
+        )
+        new_records = sum(p is None for p in prev_person)
+        is_incremental = decision.mode == "incremental"
+        model = decision.model if is_incremental else None
+
+        t = time.perf_counter()
+        must, cannot = overrides.constraints(store, {r: i for i, r in enumerate(refs)})
+        cannot += household_cannot_links(con)
+        if is_incremental:
+            must += _existing_groups(prev_person)
+        exclusive = prev_person if is_incremental else None
+        joins = rules.joins()
+        det = rule_edges(con, joins, set(columns), only_new=is_incremental)
+        timings["rules"] = round(time.perf_counter() - t, 3)
+
+        t = time.perf_counter()
+        scored: ScoredPairs | None = None
+        if rules.probabilistic:
+            scored = score_pairs(
+                con,
+                "person_match",
+                columns,
+                threshold=rules.threshold,
+                seed=rules.seed,
+                model=model,
+                only_new_column="is_new" if is_incremental else None,
+            )
+        timings["probabilistic"] = round(time.perf_counter() - t, 3)
+
+        t = time.perf_counter()
+        adult_by = started.date().replace(year=started.year - 18, day=min(started.day, 28)).strftime("%Y%m%d")
+        linked = _cluster(con, n, columns, rules, det, scored, must, cannot, exclusive, adult_by)
+        if is_incremental:  # existing records stay where they were, for the reasons they were there
+            kept = con.sql("SELECT unique_id, rule, match_probability FROM prev").fetchall()
+            for uid, rule, prob in kept:
+                linked.rule[int(uid)] = rule
+                linked.prob[int(uid)] = prob
+        timings["cluster"] = round(time.perf_counter() - t, 3)
+    finally:
+        con.close()
+
+    t = time.perf_counter()
+    history_ids = {r["person_id"] for r in store.rows("SELECT DISTINCT person_id FROM identity_history")}
+    cluster_labels = _labels(linked.person)
+    person_ids = assign_ids(cluster_labels, refs, prev_person, history_ids)
+    previous_ids = set(previous.column("person_id").to_pylist())
+    changes = diff(refs, prev_person, person_ids, linked.rule, linked.prob, previous_ids)
+    linked.person = person_ids
+    counts = Counter(c.action for c in changes)
+    summary = ResolveSummary(
+        run_id=run_id,
+        mode=decision.mode,
+        mode_reason=decision.reason,
+        records=n,
+        new_records=new_records,
+        persons=len(set(person_ids)),
+        links_by_rule=dict(sorted(Counter(linked.rule).items())),
+        created=counts["created"],
+        merged=counts["merged"],
+        split=counts["split"],
+        retired=counts["retired"],
+        pairs_scored=0 if scored is None else len(scored.prob),
+        threshold=rules.threshold,
+        seconds=0.0,
+    )
+    affected = _write(
+        store,
+        clock,
+        run_id,
+        started,
+        decision.mode,
+        rules,
+        scored,
+        records,
+        previous,
+        linked,
+        changes,
+        summary,
+        fingerprint=incremental.fingerprint(store),
+        sequence=decision.sequence,
+    )
+    timings["write"] = round(time.perf_counter() - t, 3)
+
+    if downstream:
+        t = time.perf_counter()
+        ids = None if decision.mode == "full" else affected
+        summary.golden_records, summary.households = rebuild_downstream(store, clock, ids)
+        timings["golden_and_households"] = round(time.perf_counter() - t, 3)
+    summary.timings = timings
+    summary.seconds = round(time.perf_counter() - t0, 3)
+    store.execute(
+        "UPDATE identity_run SET summary = :summary WHERE run_id = :run_id",
+        {"summary": orjson.dumps(summary.as_dict(), default=str).decode(), "run_id": run_id},
+    )
+    return summary
+
+
+def rebuild_downstream(
+    store: WorkspaceStore, clock: Clock, person_ids: Collection[str] | None
+) -> tuple[int, Any]:
+    """Golden records and households of `person_ids` (None: everyone), by their owners' functions."""
+    from careloop.identity.golden import build_golden_records
+    from careloop.identity.households import link_households
+
+    golden = build_golden_records(store, clock=clock, person_ids=person_ids)
+    households = link_households(store, clock=clock, person_ids=person_ids)
+    return golden, households
+
+
+def _labels(person: Sequence[str]) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """Cluster labels (the smallest member index) from the per-record cluster keys."""
+    first: dict[str, int] = {}
+    return np.fromiter(
+        (first.setdefault(p, i) for i, p in enumerate(person)), dtype=np.int64, count=len(person)
+    )
+
+
+def _prepare(
+    con: duckdb.DuckDBPyConnection, records: pa.Table, identifiers: pa.Table, previous: pa.Table
+) -> list[str]:
+    """Create person_std, record_meta, record_ids, prev and person_match on `con`; return the columns."""
+    con.register("_records", records)
+    con.execute("CREATE TABLE records AS SELECT * FROM _records")
+    con.unregister("_records")
+    columns = standardise(con, "records", STD_FIELDS, row_id="unique_id", table=STD_TABLE)
+    con.execute("DROP TABLE records")
+    con.register("_prev", previous)
+    con.register(
+        "_meta",
+        records.select(
+            ["unique_id", "source", "patient_key", "household_key", "relationship", "guardian_key"]
+        ),
+    )
+    con.execute(
+        "CREATE TABLE prev AS SELECT m.unique_id, p.person_id, p.rule, p.match_probability FROM _meta m "
+        "JOIN _prev p ON p.source = m.source AND p.patient_key = m.patient_key"
+    )
+    con.execute(
+        "CREATE TABLE record_meta AS SELECT m.*, CASE WHEN p.unique_id IS NULL THEN 1 ELSE 0 END AS is_new "
+        "FROM _meta m LEFT JOIN prev p ON p.unique_id = m.unique_id ORDER BY m.unique_id"
+    )
+    con.register("_ids", identifiers)
+    con.execute(
+        "CREATE TABLE record_ids AS SELECT m.unique_id, i.kind, i.system, i.value_bidx FROM _ids i "
+        "JOIN _meta m ON m.source = i.source AND m.patient_key = i.patient_key"
+    )
+    con.execute(
+        f"CREATE TABLE person_match AS SELECT s.*, m.is_new FROM {STD_TABLE} s "  # noqa: S608 - constant
+        "JOIN record_meta m ON m.unique_id = s.unique_id ORDER BY s.unique_id"
+    )
+    for name in ("_prev", "_meta", "_ids"):
+        con.unregister(name)
+    return columns
+
+
+def _existing_groups(prev_person: Sequence[str | None]) -> list[tuple[int, int]]:
+    """Must-links that keep every existing person together (incremental runs)."""
+    first: dict[str, int] = {}
+    out: list[tuple[int, int]] = []
+    for i, p in enumerate(prev_person):
+        if p is None:
+            continue
+        head = first.setdefault(p, i)
+        if head != i:
+            out.append((head, i))
+    return out
+
+
+def _column(con: duckdb.DuckDBPyConnection, col: str, columns: Sequence[str], n: int) -> list[str | None]:
+    if col not in columns:
+        return [None] * n
+    values: list[str | None] = (
+        con.sql(f'SELECT "{col}" FROM {STD_TABLE} ORDER BY unique_id').to_arrow_table().column(0).to_pylist()  # noqa: S608
+    )
+    return values
+
+
+def _cluster(
+    con: duckdb.DuckDBPyConnection,
+    n: int,
+    columns: Sequence[str],
+    rules: ResolutionRules,
+    det: Edges,
+    scored: ScoredPairs | None,
+    must: list[tuple[int, int]],
+    cannot: list[tuple[int, int]],
+    exclusive: Sequence[str | None] | None,
+    adult_by: str,
+) -> _Linked:
+    """Cluster rule and model edges with the constraints, then attach records left alone.
+
+    `adult_by` (YYYYMMDD): people born on or before it are adults; a bare phone never attaches to a
+    minor (a child's records carry a guardian's number)."""
+    joins = rules.joins()
+    ids = _column(con, "id_number", columns, n)
+    births = _column(con, "birth_str", columns, n)
+    p_left = scored.left if scored is not None else np.zeros(0, np.int64)
+    p_right = scored.right if scored is not None else np.zeros(0, np.int64)
+    p_prob = scored.prob if scored is not None else np.zeros(0)
+    sparse = sparse_records(con, set(columns), n)
+    keep = ~(sparse[p_left] | sparse[p_right]) & supported_pairs(con, p_left, p_right, set(columns))
+    p_left, p_right, p_prob = p_left[keep], p_right[keep], p_prob[keep]
+    left = np.concatenate([det.left, p_left])
+    right = np.concatenate([det.right, p_right])
+    prob = np.concatenate([np.ones(len(det)), p_prob])
+    rank = np.concatenate([det.rule, np.full(len(p_left), len(joins), dtype=np.int64)])
+    first = cluster_constrained(
+        n, left, right, prob, ids, births, rank=rank, must_link=must, cannot_link=cannot, exclusive=exclusive
+    )
+    rule: list[str] = []
+    probs: list[float | None] = []
+    for k in first.first_edge.tolist():
+        if k == -2:
+            rule.append(MANUAL)
+            probs.append(None)
+        elif k < 0:
+            rule.append(ALONE)
+            probs.append(None)
+        elif k < len(det):
+            rule.append(joins[int(det.rule[k])].name)
+            probs.append(1.0)
+        else:
+            rule.append(PROBABILISTIC)
+            probs.append(float(prob[k]))
+    cluster = first.cluster
+    attaches = rules.attaches()
+    if attaches:
+        att = attach_edges(
+            con, attaches, cluster, set(columns), only_new=exclusive is not None, adult_by=adult_by
+        )
+        if len(att):
+            second = _attach(n, first, att, ids, births, must, cannot, exclusive)
+            for i in np.flatnonzero((first.first_edge == -1) & (second.first_edge >= 0)).tolist():
+                rule[i] = attaches[int(att.rule[int(second.first_edge[i])])].name
+            cluster = second.cluster
+    return _Linked(person=[str(c) for c in cluster.tolist()], rule=rule, prob=probs)
+
+
+def _attach(
+    n: int,
+    first: Clustering,
+    att: Edges,
+    ids: list[str | None],
+    births: list[str | None],
+    must: list[tuple[int, int]],
+    cannot: list[tuple[int, int]],
+    exclusive: Sequence[str | None] | None,
+) -> Clustering:
+    """Second pass: the first pass's clusters held together, plus the attach edges (constrained)."""
+    members = [(int(c), i) for i, c in enumerate(first.cluster.tolist()) if c != i]
+    return cluster_constrained(
+        n,
+        att.left,
+        att.right,
+        np.zeros(len(att)),
+        ids,
+        births,
+        rank=att.rule,
+        must_link=members + must,
+        cannot_link=cannot,
+        exclusive=exclusive,
+    )
+
+
+def _write(
+    store: WorkspaceStore,
+    clock: Clock,
+    run_id: str,
+    started: Any,
+    mode: str,
+    rules: ResolutionRules,
+    scored: ScoredPairs | None,
+    records: pa.Table,
+    previous: pa.Table,
+    linked: _Linked,
+    changes: list[Change],
+    summary: ResolveSummary,
+    *,
+    fingerprint: dict[str, int],
+    sequence: int,
+) -> set[str]:
+    """Write links (changed ones only), history and the run row in one transaction; return the
+    person ids whose records changed (for the golden records and households)."""
+    now = clock.now()
+    # (source, key) -> (person_id, rule, match_probability, run_id, linked_at): tuples, not dicts, at 3.75M rows
+    cols = [previous.column(c).to_pylist() for c in previous.column_names]
+    prev: dict[tuple[str, str], tuple[Any, ...]] = {
+        (row[0], row[1]): row[2:] for row in zip(*cols, strict=True)
+    }
+    sources = records.column("source").to_pylist()
+    keys = records.column("patient_key").to_pylist()
+    rows: dict[str, list[Any]] = {
+        c: []
+        for c in ("source", "patient_key", "person_id", "rule", "match_probability", "run_id", "linked_at")
+    }
+    affected: set[str] = set()
+    stale: list[tuple[str, str]] = []
+    changed = [
+        i
+        for i, (s, k) in enumerate(zip(sources, keys, strict=True))
+        if (old := prev.get((s, k))) is None or old[0] != linked.person[i] or old[1] != linked.rule[i]
+    ]
+    current = set(zip(sources, keys, strict=True))
+    gone = [k for k in prev if k not in current]
+    # many changes: rewrite every link (unchanged ones keep their run and time) instead of deleting one by one
+    rewrite_all = len(changed) + len(gone) > max(50_000, len(prev) // 10)
+    todo = set(changed)
+    for i, (s, k) in enumerate(zip(sources, keys, strict=True)):
+        old = prev.get((s, k))
+        pid = linked.person[i]
+        if i not in todo:
+            if not rewrite_all:
+                continue
+            assert old is not None
+            values = (s, k, pid, *old[1:])
+        else:
+            if old is not None:
+                stale.append((s, k))
+                affected.add(old[0])
+            affected.add(pid)
+            values = (s, k, pid, linked.rule[i], linked.prob[i], run_id, now)
+        for col, v in zip(rows, values, strict=True):
+            rows[col].append(v)
+    for k in gone:
+        affected.add(prev[k][0])
+    links = pa.table(
+        {
+            "source": pa.array(rows["source"], pa.string()),
+            "patient_key": pa.array(rows["patient_key"], pa.string()),
+            "person_id": pa.array(rows["person_id"], pa.string()),
+            "rule": pa.array(rows["rule"], pa.string()),
+            "match_probability": pa.array(rows["match_probability"], pa.float64()),
+            "run_id": pa.array(rows["run_id"], pa.string()),
+            "linked_at": pa.array(rows["linked_at"], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    history = [
+        {
+            "id": f"{run_id}-{i:07d}",
+            "at": now,
+            "action": c.action,
+            "person_id": c.person_id,
+            "other_person_ids": orjson.dumps(c.other_person_ids).decode(),
+            "records": orjson.dumps(c.records).decode(),
+            "actor": RESOLVER,
+            "reason": f"{mode} resolution run",
+            "evidence": orjson.dumps(c.evidence).decode(),
+            "run_id": run_id,
+        }
+        for i, c in enumerate(changes)
+    ]
+    settings = {**rules.as_settings(), "records_fingerprint": fingerprint, "sequence": sequence}
+    with store.backend.transaction():
+        if rewrite_all:
+            store.execute("DELETE FROM identity_link")
+        else:
+            _delete_links(store, stale + gone)
+        store.insert("identity_link", links)
+        if history:
+            store.insert("identity_history", pa.Table.from_pylist(history))
+        store.insert(
+            "identity_run",
+            [
+                {
+                    "run_id": run_id,
+                    "mode": mode,
+                    "started_at": started,
+                    "finished_at": clock.now(),
+                    "settings": orjson.dumps(settings).decode(),
+                    "model": orjson.dumps(scored.model).decode()
+                    if scored is not None and scored.model
+                    else None,
+                    "summary": orjson.dumps(summary.as_dict(), default=str).decode(),
+                }
+            ],
+        )
+    return affected
+
+
+def _delete_links(store: WorkspaceStore, keys: list[tuple[str, str]]) -> None:
+    """Delete the links of these (source, patient_key) records, a source and a chunk of keys at a time."""
+    by_source: dict[str, list[str]] = {}
+    for s, k in keys:
+        by_source.setdefault(s, []).append(k)
+    for s, ks in by_source.items():
+        for start in range(0, len(ks), 500):
+            chunk = ks[start : start + 500]
+            names = {f"k{i}": v for i, v in enumerate(chunk)}
+            store.execute(
+                f"DELETE FROM identity_link WHERE source = :src AND patient_key IN ({', '.join(':' + p for p in names)})",  # noqa: S608
+                {"src": s, **names},
+            )
