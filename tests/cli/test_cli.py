@@ -108,3 +108,15 @@ def test_every_command_has_help() -> None:
         result = runner.invoke(app, args)
         assert result.exit_code == 0, args
         assert "Usage" in result.output
+
+
+@pytest.mark.slow
+def test_demo_builds_persons_a_user_can_open(tmp_path: Path) -> None:
+    """The README's first command without serving: network -> ingest -> identity -> a patient 360."""
+    out = _json(["demo", "--no-serve", "--patients", "300", "--data-dir", str(tmp_path / "data")])
+    assert isinstance(out, dict)
+    assert out["ingest"]["quarantined"] == 0 and out["ingest"]["rows"] > 10_000
+    identity = out["identity"]
+    assert 250 <= identity["persons"] < identity["records"]
+    view = _json(["patient", "show", identity["example_person"]])
+    assert isinstance(view, dict) and len(view["sources"]) > 3

@@ -35,6 +35,31 @@ def prepare_data(out: Path, patients: int, seed: int, as_of: date, quiet: bool) 
     return {"generated": True, **params, "synth": summary}
 
 
+def resolve_identity(workspace: str, quiet: bool) -> dict[str, Any]:
+    """Unify the demo's patient records into persons, golden records and households, and add the
+    look-up indexes the patient 360 reads through."""
+    from careloop.cli._context import open_backend
+    from careloop.identity.resolve import resolve
+    from careloop.patients.indexes import ensure_lookup_indexes
+
+    if not quiet:
+        console.print("resolving identity (rules, model, households) ...")
+    with open_backend() as backend:
+        store = backend.workspace(workspace)
+        summary = resolve(store, clock=backend.clock)
+        ensure_lookup_indexes(backend)
+        example = store.scalar("SELECT min(person_id) FROM person WHERE record_count > 3")
+        households = store.scalar("SELECT count(DISTINCT household_id) FROM household_member")
+    return {
+        "records": summary.records,
+        "persons": summary.persons,
+        "mode": summary.mode,
+        "households": int(households or 0),
+        "seconds": summary.seconds,
+        "example_person": example,
+    }
+
+
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     @handle_errors
@@ -48,7 +73,7 @@ def register(app: typer.Typer) -> None:
         port: int | None = typer.Option(None, "--port"),
         json: bool = JsonOpt,
     ) -> None:
-        """Build the demo: synthetic network -> ingest (validation, quarantine) -> summary -> serve."""
+        """Build the demo: synthetic network -> ingest (validation, quarantine) -> identity -> summary -> serve."""
         s = get_settings()
         started = time.perf_counter()
         try:
@@ -59,11 +84,13 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--patients must be at least 1")
         data = prepare_data(data_dir, patients, seed, last_day, quiet=json)
         summary = run_ingest(data_dir, "parquet", None, None, None, quiet=json)
+        identity = resolve_identity(summary.workspace, quiet=json)
         out: dict[str, Any] = {
             "database_url": s.database_url,
             "workspace": summary.workspace,
             "data": {k: v for k, v in data.items() if k != "synth"},
             "ingest": summary.to_dict(),
+            "identity": identity,
             "seconds": round(time.perf_counter() - started, 1),
         }
         if json:
@@ -85,6 +112,10 @@ def register(app: typer.Typer) -> None:
                         out["seconds"],
                     ]
                 ],
+            )
+            console.print(
+                f"identity: {identity['records']:,} patient records -> {identity['persons']:,} persons "
+                f"({identity['households']:,} households). Try: careloop patient show {identity['example_person']}"
             )
         if serve:
             serve_api(host or s.api_host, port or s.api_port)
