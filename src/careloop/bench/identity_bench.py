@@ -17,7 +17,6 @@ Both are scored pairwise against the planted truth, so a faster path cannot hide
 from __future__ import annotations
 
 import contextlib
-import logging
 import tempfile
 import time
 from collections.abc import Collection
@@ -43,6 +42,7 @@ from careloop.identity.matching import (
     DETERMINISTIC_RULES,
     MIN_ROWS_TO_TRAIN,
     TRAINING_BLOCKS,
+    quiet_splink,
     splink_settings,
 )
 from careloop.identity.standardise import STD_TABLE, standardise
@@ -146,45 +146,44 @@ def _available(rules: Collection[tuple[str, ...]], columns: Collection[str]) -> 
 
 def run_bare_splink(inp: IdentityInput, out: Path) -> tuple[float, npt.NDArray[Any]]:
     """Seconds of plain Splink on the standardised records, and the cluster id per row."""
-    splink_log = logging.getLogger("splink")
-    level = splink_log.level
-    splink_log.setLevel(logging.ERROR)  # as careloop's match() does
     con = duckdb.connect()
     try:
-        started = time.perf_counter()
-        con.execute(f"CREATE TABLE {STD_TABLE} AS SELECT * FROM read_parquet({lit(str(inp.standardised))})")
-        n = inp.records
-        linker = Linker(
-            DuckDBAPI(connection=con).register(STD_TABLE), splink_settings(inp.columns), log_level=None
-        )
-        if n >= MIN_ROWS_TO_TRAIN:
-            linker.training.estimate_u_using_random_sampling(max_pairs=_u_pairs(n), seed=DEFAULT_SEED)
-        det = _available(DETERMINISTIC_RULES, inp.columns)
-        if det:
-            linker.training.estimate_probability_two_random_records_match(
-                [block_on(*r) for r in det], recall=DETERMINISTIC_RECALL
+        with quiet_splink():  # as careloop's match() does
+            started = time.perf_counter()
+            con.execute(
+                f"CREATE TABLE {STD_TABLE} AS SELECT * FROM read_parquet({lit(str(inp.standardised))})"
             )
-        if n >= MIN_ROWS_TO_TRAIN:
-            for rule in _available(TRAINING_BLOCKS, inp.columns):
-                # as match(): a block with too few pairs to train on keeps the priors
-                with contextlib.suppress(Exception):
-                    linker.training.estimate_parameters_using_expectation_maximisation(
-                        block_on(*rule), max_pairs=EM_MAX_PAIRS, estimate_without_term_frequencies=True
-                    )
-        predictions = linker.inference.predict(
-            threshold_match_probability=DEFAULT_THRESHOLD, warning_mode="never"
-        )
-        clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(
-            predictions, threshold_match_probability=DEFAULT_THRESHOLD
-        )
-        con.execute(
-            f"COPY (SELECT unique_id, cluster_id FROM {clusters.physical_name} ORDER BY unique_id) "
-            f"TO {lit(str(out))} (FORMAT parquet)"
-        )
-        seconds = time.perf_counter() - started
+            n = inp.records
+            linker = Linker(
+                DuckDBAPI(connection=con).register(STD_TABLE), splink_settings(inp.columns), log_level=None
+            )
+            if n >= MIN_ROWS_TO_TRAIN:
+                linker.training.estimate_u_using_random_sampling(max_pairs=_u_pairs(n), seed=DEFAULT_SEED)
+            det = _available(DETERMINISTIC_RULES, inp.columns)
+            if det:
+                linker.training.estimate_probability_two_random_records_match(
+                    [block_on(*r) for r in det], recall=DETERMINISTIC_RECALL
+                )
+            if n >= MIN_ROWS_TO_TRAIN:
+                for rule in _available(TRAINING_BLOCKS, inp.columns):
+                    # as match(): a block with too few pairs to train on keeps the priors
+                    with contextlib.suppress(Exception):
+                        linker.training.estimate_parameters_using_expectation_maximisation(
+                            block_on(*rule), max_pairs=EM_MAX_PAIRS, estimate_without_term_frequencies=True
+                        )
+            predictions = linker.inference.predict(
+                threshold_match_probability=DEFAULT_THRESHOLD, warning_mode="never"
+            )
+            clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(
+                predictions, threshold_match_probability=DEFAULT_THRESHOLD
+            )
+            con.execute(
+                f"COPY (SELECT unique_id, cluster_id FROM {clusters.physical_name} ORDER BY unique_id) "
+                f"TO {lit(str(out))} (FORMAT parquet)"
+            )
+            seconds = time.perf_counter() - started
     finally:
         con.close()
-        splink_log.setLevel(level)
     return seconds, pq.read_table(out, columns=["cluster_id"]).column(0).to_numpy()
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,6 +225,19 @@ class MatchResult:
     seconds: float = 0.0
 
 
+@contextmanager
+def quiet_splink() -> Iterator[None]:
+    """Silence Splink's own warnings (levels not observed in training, sample sizes) for a block: the
+    trained parameters are in the results for anyone who wants to judge them."""
+    splink_log = logging.getLogger("splink")
+    level = splink_log.level
+    splink_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        splink_log.setLevel(level)
+
+
 def match(
     con: duckdb.DuckDBPyConnection,
     table: str,
@@ -243,13 +257,8 @@ def match(
     Splink's own warnings (levels not observed in training, sample sizes) are silenced: the trained
     parameters are in the result for anyone who wants to judge them.
     """
-    splink_log = logging.getLogger("splink")
-    level = splink_log.level
-    splink_log.setLevel(logging.ERROR)
-    try:
+    with quiet_splink():
         return _match(con, table, columns, threshold, seed, u_max_pairs, em_max_pairs, constrained)
-    finally:
-        splink_log.setLevel(level)
 
 
 @dataclass
@@ -280,13 +289,8 @@ def score_pairs(
     With `only_new_column` (a 0/1 column of `table`) only pairs with at least one record marked 1
     are compared: the incremental case, matching new records against everything else.
     """
-    splink_log = logging.getLogger("splink")
-    level = splink_log.level
-    splink_log.setLevel(logging.ERROR)
-    try:
+    with quiet_splink():
         return _score(con, table, columns, threshold, seed, u_max_pairs, em_max_pairs, model, only_new_column)
-    finally:
-        splink_log.setLevel(level)
 
 
 def restrict_to_new(model: dict[str, Any], column: str) -> dict[str, Any]:

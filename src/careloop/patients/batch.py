@@ -66,17 +66,12 @@ def json_columns(name: str) -> frozenset[str]:
     return frozenset(c.name for c in table(name).columns if c.type is LogicalType.JSON)
 
 
-def tuples(store: WorkspaceStore, query: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-    """A workspace-scoped SELECT's rows as tuples: the store's own rewrite, the backend's row fetch."""
-    return store.backend.fetch_rows(*store._prepare(query, params))
-
-
 def fetch(store: WorkspaceStore, branches: Sequence[Branch], params: Mapping[str, Any]) -> dict[str, Part]:
     """Run every branch; each gets a `Part` (empty when nothing matched)."""
     out: dict[str, Part] = {}
     for b in branches:
         json_cols = json_columns(b.table) & set(b.columns)
-        rows = tuples(store, b.sql(), params)
+        rows = store.tuples(b.sql(), params)
         part = Part(int(rows[0][-1]) if rows else 0, [])
         for row in rows[: b.limit]:
             rec = dict(zip(b.columns, row[:-1], strict=True))

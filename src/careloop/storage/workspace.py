@@ -121,8 +121,12 @@ class WorkspaceStore:
         rows: list[dict[str, Any]] = self.sql(query, params).to_pylist()
         return rows
 
+    def tuples(self, query: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Rows as plain tuples, without the Arrow round trip: the fastest path for small look-ups."""
+        return self.backend.fetch_rows(*self._prepare(query, params))
+
     def scalar(self, query: str, params: Mapping[str, Any] | None = None) -> Any:
-        rows = self.backend.fetch_rows(*self._prepare(query, params))
+        rows = self.tuples(query, params)
         return rows[0][0] if rows else None
 
     def execute(self, statement: str, params: Mapping[str, Any] | None = None) -> None:
