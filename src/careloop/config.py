@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     ingest_chunk_rows: int = Field(
         500_000, ge=1000, description="rows validated and written per chunk during ingestion"
     )
+    survivorship_file: Path | None = Field(
+        None,
+        description="golden-record survivorship rules (YAML, see docs/golden-record-and-households.md); "
+        "default: the rules shipped with careloop",
+    )
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     benchmarks_file: Path = Path("docs/benchmarks.md")

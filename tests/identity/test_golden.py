@@ -314,3 +314,28 @@ def test_golden_records_of_a_synthetic_network(backend: Backend, clock: FixedClo
     assert right_sex / len(persons) >= 0.99
     records = store.scalar("SELECT sum(record_count) FROM person")
     assert records == store.count("patient")
+
+
+def test_survivorship_file_from_settings_drives_resolution_rebuilds(
+    backend: Backend, clock: FixedClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`CARELOOP_SURVIVORSHIP_FILE` is what `identity resolve / merge / split` build golden records with."""
+    from careloop.identity.resolve import rebuild_downstream
+
+    store = backend.workspace("default")
+    _family(store)
+    rebuild_downstream(store, clock, None)
+    assert cipher().decrypt(person(store, "P1")["name"], "name") == "王勇宏"  # shipped: frequent
+    custom = tmp_path / "survivorship.yaml"
+    custom.write_text(yaml.safe_dump({"trust": ["call_centre", "his_*"], "fields": {"name": "trusted"}}))
+    monkeypatch.setenv("CARELOOP_SURVIVORSHIP_FILE", str(custom))
+    get_settings.cache_clear()
+    rebuild_downstream(store, clock, None)
+    p1 = person(store, "P1")
+    assert p1["provenance"]["name"]["source"] == "call_centre"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trust: [his_*]\nfields: {name: loudest}\n")
+    monkeypatch.setenv("CARELOOP_SURVIVORSHIP_FILE", str(bad))
+    get_settings.cache_clear()
+    with pytest.raises(ConfigError, match="loudest"):
+        rebuild_downstream(store, clock, None)

@@ -239,11 +239,14 @@ def resolve(
 def rebuild_downstream(
     store: WorkspaceStore, clock: Clock, person_ids: Collection[str] | None
 ) -> tuple[int, Any]:
-    """Golden records and households of `person_ids` (None: everyone), by their owners' functions."""
-    from careloop.identity.golden import build_golden_records
+    """Golden records (survivorship from `CARELOOP_SURVIVORSHIP_FILE`, else the shipped rules) and
+    households of `person_ids` (None: everyone), by their owners' functions."""
+    from careloop.config import get_settings
+    from careloop.identity.golden import build_golden_records, load_survivorship
     from careloop.identity.households import link_households
 
-    golden = build_golden_records(store, clock=clock, person_ids=person_ids)
+    rules = load_survivorship(get_settings().survivorship_file)
+    golden = build_golden_records(store, clock=clock, person_ids=person_ids, rules=rules)
     households = link_households(store, clock=clock, person_ids=person_ids)
     return golden, households
 
