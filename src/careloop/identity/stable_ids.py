@@ -5,20 +5,29 @@ larger cluster wins a contested id; ties go to the smaller id, then the cluster 
 first record), so re-running on unchanged data changes no id. A cluster with no previous id gets one
 derived from its smallest record reference (``source:patient_key``), so a fresh run is deterministic
 too. An id once used is never given to another person.
+
+Both steps are set-based (an in-process DuckDB over Arrow columns): at millions of records, Python
+loops and per-record dictionaries would cost more time and memory than the clustering itself. Only
+the persons that changed become Python objects.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
+import duckdb
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
 ID_PREFIX = "P"
+
+#: a column of strings (None allowed) as a Python sequence or an Arrow array
+Strings: TypeAlias = Sequence[str | None] | pa.Array | pa.ChunkedArray
 
 
 def derived_id(record: str, taken: Collection[str]) -> str:
@@ -32,33 +41,47 @@ def derived_id(record: str, taken: Collection[str]) -> str:
         salt += 1
 
 
+def _strings(values: Strings) -> pa.Array | pa.ChunkedArray:
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        return values.cast(pa.string())
+    return pa.array(values, pa.string())
+
+
 def assign_ids(
     cluster: npt.NDArray[np.int64],
     refs: Sequence[str],
-    previous: Sequence[str | None],
+    previous: Strings,
     retired: Collection[str] = (),
 ) -> list[str]:
     """Person id per record: `cluster` labels (the smallest member's index; refs are sorted so the
     smallest index is the smallest reference), `previous` the id each record held (None: new record).
     `retired`: ids used before that must not be handed out again (merged-away persons)."""
-    counts: Counter[tuple[int, str]] = Counter(
-        (int(c), p) for c, p in zip(cluster.tolist(), previous, strict=True) if p is not None
-    )
+    con = duckdb.connect()
+    try:
+        con.register("t", pa.table({"c": pa.array(cluster, pa.int64()), "p": _strings(previous)}))
+        votes = con.sql(
+            "SELECT c, p FROM t WHERE p IS NOT NULL GROUP BY c, p ORDER BY count(*) DESC, p, c"
+        ).fetchall()
+        held = {p for (p,) in con.sql("SELECT DISTINCT p FROM t WHERE p IS NOT NULL").fetchall()}
+    finally:
+        con.close()
     chosen: dict[int, str] = {}
     used: set[str] = set()
-    for (c, pid), _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0][1], kv[0][0])):
+    for c, pid in votes:
         if c in chosen or pid in used:
             continue
         chosen[c] = pid
         used.add(pid)
-    taken = used | {p for p in previous if p is not None} | set(retired)
-    out: list[str] = []
-    for c in cluster.tolist():
+    taken = used | held | set(retired)
+    labels = np.unique(cluster)  # ascending = the order of each cluster's first record
+    ids = np.empty(len(labels), dtype=object)
+    for j, c in enumerate(labels.tolist()):
         found = chosen.get(c)
         if found is None:
-            found = chosen[c] = derived_id(refs[c], taken)
+            found = derived_id(refs[c], taken)
             taken.add(found)
-        out.append(found)
+        ids[j] = found
+    out: list[str] = ids[np.searchsorted(labels, cluster)].tolist()
     return out
 
 
@@ -73,55 +96,68 @@ class Change:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
+def _evidence(rules: list[str], low: float | None, high: float | None) -> dict[str, Any]:
+    return {"rules": dict(sorted(Counter(rules).items())), "min_probability": low, "max_probability": high}
+
+
 def diff(
-    refs: Sequence[str],
-    previous: Sequence[str | None],
-    current: Sequence[str],
-    rules: Sequence[str],
-    probs: Sequence[float | None],
+    refs: Strings,
+    previous: Strings,
+    current: Strings,
+    rules: Strings,
+    probs: Sequence[float | None] | pa.Array | pa.ChunkedArray,
     previous_ids: Collection[str],
 ) -> list[Change]:
     """What a resolution changed: persons created, merged and split (and retired ones).
 
     `previous_ids`: every person id linked before the run (also those whose records are gone).
     """
-    members: dict[str, list[int]] = defaultdict(list)
-    before: dict[str, set[str]] = defaultdict(set)  # new id -> previous ids of its records
-    after: dict[str, set[str]] = defaultdict(set)  # previous id -> new ids of its records
-    held: dict[str, list[int]] = defaultdict(list)  # previous id -> its records
-    for i, (p, c) in enumerate(zip(previous, current, strict=True)):
-        members[c].append(i)
-        if p is not None:
-            before[c].add(p)
-            after[p].add(c)
-            held[p].append(i)
-
-    def evidence(idx: list[int]) -> dict[str, Any]:
-        ps = [p for i in idx if (p := probs[i]) is not None]
-        return {
-            "rules": dict(sorted(Counter(rules[i] for i in idx).items())),
-            "min_probability": min(ps) if ps else None,
-            "max_probability": max(ps) if ps else None,
+    table = pa.table(
+        {
+            "i": pa.array(np.arange(len(current), dtype=np.int64)),
+            "ref": _strings(refs),
+            "p": _strings(previous),
+            "c": _strings(current),
+            "rule": _strings(rules),
+            "prob": probs if isinstance(probs, pa.Array | pa.ChunkedArray) else pa.array(probs, pa.float64()),
         }
-
-    known = set(previous_ids)
+    )
+    con = duckdb.connect()
+    try:
+        con.register("t", table)
+        con.register("k", pa.table({"pid": pa.array(sorted(set(previous_ids)), pa.string())}))
+        # a new person (an id not linked before) or one whose records held several previous ids
+        persons = con.sql(
+            "WITH s AS (SELECT c FROM t GROUP BY c HAVING count(DISTINCT p) >= 2 "
+            "OR c NOT IN (SELECT pid FROM k)) "
+            "SELECT t.c, c IN (SELECT pid FROM k) AS known, list_sort(list_distinct(list(t.p))), "
+            "list(t.ref ORDER BY t.i), list(t.rule ORDER BY t.i), min(t.prob), max(t.prob) "
+            "FROM t JOIN s USING (c) GROUP BY t.c ORDER BY t.c"
+        ).fetchall()
+        # a previous person whose records went to several persons
+        splits = con.sql(
+            "WITH s AS (SELECT p FROM t WHERE p IS NOT NULL GROUP BY p HAVING count(DISTINCT c) >= 2) "
+            "SELECT t.p, list_sort(list_distinct(list(t.c))), list(t.ref ORDER BY t.i) FILTER (WHERE t.c <> t.p), "
+            "list(t.rule ORDER BY t.i), min(t.prob), max(t.prob) "
+            "FROM t JOIN s USING (p) GROUP BY t.p ORDER BY t.p"
+        ).fetchall()
+        retired = con.sql(
+            "SELECT k.pid, list_sort(list_distinct(list(t.c))) "
+            "FROM k LEFT JOIN t ON t.p = k.pid WHERE k.pid NOT IN (SELECT c FROM t) GROUP BY k.pid ORDER BY k.pid"
+        ).fetchall()
+    finally:
+        con.close()
     changes: list[Change] = []
-    for pid in sorted(members):
-        idx = members[pid]
-        recs = [refs[i] for i in idx]
-        came_from = before[pid]
-        if pid not in known:
-            changes.append(Change("created", pid, sorted(came_from), recs, evidence(idx)))
+    for pid, known, came_from, recs, rule_list, low, high in persons:
+        ev = _evidence(rule_list, low, high)
+        if not known:
+            changes.append(Change("created", pid, list(came_from), list(recs), ev))
         if len(came_from) >= 2:
-            changes.append(Change("merged", pid, sorted(came_from - {pid}), recs, evidence(idx)))
-    for old in sorted(after):
-        went_to = after[old]
-        if len(went_to) >= 2:
-            idx = held[old]
-            moved = [refs[i] for i in idx if current[i] != old]
-            changes.append(Change("split", old, sorted(went_to - {old}), moved, evidence(idx)))
-    for old in sorted(known - members.keys()):
-        targets = sorted(after.get(old, set()))
+            changes.append(Change("merged", pid, [p for p in came_from if p != pid], list(recs), dict(ev)))
+    for old, went_to, moved, rule_list, low, high in splits:
+        others = [c for c in went_to if c != old]
+        changes.append(Change("split", old, others, list(moved or []), _evidence(rule_list, low, high)))
+    for old, targets in retired:
         why = "merged into another person" if targets else "its records are no longer in the store"
-        changes.append(Change("retired", old, targets, [], {"why": why}))
+        changes.append(Change("retired", old, list(targets), [], {"why": why}))
     return changes
