@@ -30,6 +30,7 @@ import yaml
 
 from careloop.clock import Clock
 from careloop.errors import ConfigError
+from careloop.storage.duckdb_backend import DuckDBBackend
 from careloop.storage.workspace import WorkspaceStore
 
 
@@ -366,9 +367,88 @@ def build_golden_records(
             params = {**chunk.params, **trust_params}
             survivors = store.sql(golden_sql(rules, trust, chunk.filter), params)
             sources = store.sql(_sources_sql(chunk.filter), chunk.params)
-            store.execute(
-                "DELETE FROM person" + (f" WHERE {chunk.delete}" if chunk.delete else ""), chunk.params
+            shaped = (
+                _shape(survivors, sources, rules, now)
+                if survivors.num_rows
+                else pa.schema(list(_PERSON_TYPES.items())).empty_table()
             )
-            if survivors.num_rows:
-                written += store.insert("person", _shape(survivors, sources, rules, now))
+            sync_rows(store, "person", "person_id", shaped, chunk.delete, chunk.params)
+            written += shaped.num_rows
     return written
+
+
+# ---- writing only what changed ---------------------------------------------------------------------
+
+
+def sync_rows(
+    store: WorkspaceStore,
+    table: str,
+    key: str,
+    rows: pa.Table,
+    where: str = "",
+    params: Mapping[str, Any] | None = None,
+    *,
+    ignore: Collection[str] = ("updated_at",),
+) -> int:
+    """Make the rows of `table` that match `where` (all when empty) equal to `rows`, keyed by `key`.
+
+    Rows equal to their stored version (`ignore` columns aside) are left alone; changed and new rows
+    are written, stored rows missing from `rows` deleted. A re-run that changes little writes
+    little: on DuckDB every deleted row costs an index update at commit (about 50 µs a row, minutes
+    for a million). PostgreSQL returns JSON columns parsed (as structs), so its rows are not compared:
+    they are all replaced, which costs it little. Returns the rows written.
+    """
+    if not isinstance(store.backend, DuckDBBackend):
+        store.execute(f"DELETE FROM {table}" + (f" WHERE {where}" if where else ""), params)
+        return store.insert(table, rows) if rows.num_rows else 0
+    cols = rows.column_names
+    existing = store.sql(
+        f"SELECT {', '.join(cols)} FROM {table}" + (f" WHERE {where}" if where else ""), params
+    )
+    compared = ", ".join(f"CAST({c} AS VARCHAR) AS {c}" for c in cols if c not in ignore)
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'").fetchall()
+        con.register("new_rows", rows)
+        con.register("old_rows", existing)
+        con.execute(
+            f"CREATE TABLE changed AS SELECT CAST({key} AS VARCHAR) AS k FROM (SELECT {compared} FROM new_rows "
+            f"EXCEPT SELECT {compared} FROM old_rows)"
+        )
+        drop = con.sql(
+            f"SELECT k FROM changed WHERE k IN (SELECT CAST({key} AS VARCHAR) FROM old_rows) UNION ALL "
+            f"SELECT CAST({key} AS VARCHAR) FROM old_rows WHERE CAST({key} AS VARCHAR) NOT IN "
+            f"(SELECT CAST({key} AS VARCHAR) FROM new_rows)"
+        ).to_arrow_table()
+        write = con.sql(
+            f"SELECT n.* FROM new_rows AS n WHERE CAST(n.{key} AS VARCHAR) IN (SELECT k FROM changed)"
+        ).to_arrow_table()
+    finally:
+        con.close()
+    delete_keys(store, table, key, drop.column(0).cast(pa.string()).to_pylist())
+    if write.num_rows:
+        store.insert(table, write.cast(rows.schema))
+    return int(write.num_rows)
+
+
+def delete_keys(store: WorkspaceStore, table: str, key: str, keys: list[str]) -> None:
+    """Delete the rows of `table` whose `key` is one of `keys`: on DuckDB one statement over an Arrow
+    table registered on the store's connection, elsewhere chunks of a fixed-size IN list."""
+    if not keys:
+        return
+    backend = store.backend
+    if isinstance(backend, DuckDBBackend):
+        con = backend.staging_connection()
+        con.register("_delete_keys", pa.table({"k": pa.array(keys, pa.string())}))
+        try:
+            store.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT k FROM _delete_keys)")
+        finally:
+            con.unregister("_delete_keys")
+        return
+    names = ", ".join(f":k{i}" for i in range(ID_CHUNK))
+    for start in range(0, len(keys), ID_CHUNK):
+        part = keys[start : start + ID_CHUNK]
+        part += [part[-1]] * (ID_CHUNK - len(part))
+        store.execute(
+            f"DELETE FROM {table} WHERE {key} IN ({names})", {f"k{i}": v for i, v in enumerate(part)}
+        )

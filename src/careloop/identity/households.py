@@ -37,7 +37,7 @@ import pyarrow as pa
 
 from careloop.clock import Clock
 from careloop.config import get_settings
-from careloop.identity.golden import refresh_statistics
+from careloop.identity.golden import refresh_statistics, sync_rows
 from careloop.identity.standardise import split_chinese_name
 from careloop.privacy.fields import FieldCipher
 from careloop.privacy.keys import load_keyring
@@ -537,16 +537,16 @@ def _write(store: WorkspaceStore, rows: list[dict[str, Any]], relink: set[str] |
     )
     set_household = (
         "UPDATE person SET household_id = (SELECT hm.household_id FROM household_member AS hm "
-        "WHERE hm.person_id = person.person_id)"
+        "WHERE hm.person_id = person.person_id) WHERE household_id IS DISTINCT FROM "
+        "(SELECT hm.household_id FROM household_member AS hm WHERE hm.person_id = person.person_id)"
     )
     with store.backend.transaction():
-        if relink is None:
-            store.execute("DELETE FROM household_member")
-            store.insert("household_member", table)
+        if relink is None:  # only the rows that changed: deleting a million index entries takes minutes
+            sync_rows(store, "household_member", "person_id", table)
             store.execute(set_household)
             return
         for chunk in _in_chunks(sorted(relink)):
             store.execute(f"DELETE FROM household_member WHERE person_id IN ({chunk.names})", chunk.params)  # noqa: S608 - placeholders only
         store.insert("household_member", table)
         for chunk in _in_chunks(sorted(relink)):
-            store.execute(f"{set_household} WHERE person_id IN ({chunk.names})", chunk.params)
+            store.execute(f"{set_household} AND person_id IN ({chunk.names})", chunk.params)
