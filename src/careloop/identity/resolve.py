@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -114,12 +115,16 @@ def resolve(
     started = clock.now()
     run_id = new_run_id(clock)
 
+    n_records = int(store.scalar("SELECT count(*) FROM patient") or 0)
+    n_links = int(store.scalar("SELECT count(*) FROM identity_link") or 0)
+    decision = incremental.choose_mode(store, rules, n_records, n_links, force_full=full)
+    if decision.mode == "incremental" and n_records == n_links:
+        return _nothing_new(store, clock, run_id, started, rules, decision, n_records, t0)
     records = load_records(store, cipher or cipher_for())
     identifiers = load_identifiers(store)
     previous = store.sql(
         "SELECT source, patient_key, person_id, rule, match_probability, run_id, linked_at FROM identity_link"
     )
-    decision = incremental.choose_mode(store, rules, records.num_rows, previous.num_rows, force_full=full)
     timings["load"] = round(time.perf_counter() - t0, 3)
 
     con = duckdb.connect()
@@ -234,6 +239,58 @@ def resolve(
     store.execute(
         "UPDATE identity_run SET summary = :summary WHERE run_id = :run_id",
         {"summary": orjson.dumps(summary.as_dict(), default=str).decode(), "run_id": run_id},
+    )
+    return summary
+
+
+def _nothing_new(
+    store: WorkspaceStore,
+    clock: Clock,
+    run_id: str,
+    started: datetime,
+    rules: ResolutionRules,
+    decision: incremental.ModeDecision,
+    n_records: int,
+    t0: float,
+) -> ResolveSummary:
+    """Every record is linked and none changed since the last run: record the run, touch nothing else
+    (no decryption, no matching — seconds instead of minutes at a million records)."""
+    by_rule = store.rows("SELECT rule, count(*) AS n FROM identity_link GROUP BY rule")
+    summary = ResolveSummary(
+        run_id=run_id,
+        mode=decision.mode,
+        mode_reason=decision.reason,
+        records=n_records,
+        new_records=0,
+        persons=int(store.scalar("SELECT count(DISTINCT person_id) FROM identity_link") or 0),
+        links_by_rule=dict(sorted((str(r["rule"]), int(r["n"])) for r in by_rule)),
+        created=0,
+        merged=0,
+        split=0,
+        retired=0,
+        pairs_scored=0,
+        threshold=rules.threshold,
+        seconds=round(time.perf_counter() - t0, 3),
+        golden_records=0,
+    )
+    settings = {
+        **rules.as_settings(),
+        "records_fingerprint": incremental.fingerprint(store),
+        "sequence": decision.sequence,
+    }
+    store.insert(
+        "identity_run",
+        [
+            {
+                "run_id": run_id,
+                "mode": decision.mode,
+                "started_at": started,
+                "finished_at": clock.now(),
+                "settings": orjson.dumps(settings).decode(),
+                "model": None,
+                "summary": orjson.dumps(summary.as_dict(), default=str).decode(),
+            }
+        ],
     )
     return summary
 
