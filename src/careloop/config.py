@@ -36,6 +36,19 @@ class Settings(BaseSettings):
         description="golden-record survivorship rules (YAML, see docs/golden-record-and-households.md); "
         "default: the rules shipped with careloop",
     )
+    stream: str = Field(
+        "inprocess",
+        description="how stored events reach the processors: inprocess (embedded) or redis (multi-process)",
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for CARELOOP_STREAM=redis")
+    events_max_pending: int = Field(
+        50_000, ge=100, description="events waiting for their durable write before requests get 503"
+    )
+    events_batch: int = Field(5_000, ge=1, description="most events committed in one group commit")
+    events_processor: bool = Field(
+        True,
+        description="run the stream processor inside `careloop serve` (off: run `careloop events process`)",
+    )
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     benchmarks_file: Path = Path("docs/benchmarks.md")

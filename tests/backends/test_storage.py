@@ -163,3 +163,48 @@ def test_merge_staged_inserts_updates_and_counts_repeats(backend: Backend) -> No
     con.execute("DROP TABLE _st").fetchall()
     if not backend.stages_in_store:
         con.close()
+
+
+def test_insert_new_skips_keys_already_stored(backend: Backend) -> None:
+    from datetime import UTC, datetime
+
+    store = backend.workspace("default")
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    first = [
+        {"source": "app", "key": k, "name": "x", "occurred_at": at, "channel": "app", "received_at": at}
+        for k in ("m1", "m2")
+    ]
+    assert sorted(store.insert_new("event", first, ("source", "key"))) == [("app", "m1"), ("app", "m2")]
+    again = [dict(first[1], name="y"), dict(first[0], key="m3")]
+    assert store.insert_new("event", again, ("source", "key"), recent=("received_at", at)) == [("app", "m3")]
+    assert store.rows("SELECT key, name FROM event ORDER BY key") == [
+        {"key": "m1", "name": "x"},
+        {"key": "m2", "name": "x"},
+        {"key": "m3", "name": "x"},
+    ]
+    # another workspace holds its own copy of the same key
+    assert backend.workspace("other").insert_new("event", first[:1], ("source", "key")) == [("app", "m1")]
+
+
+def test_merge_inserts_new_keys_and_updates_stored_ones(backend: Backend) -> None:
+    store = backend.workspace("default")
+    update = {"events": "{t}.events + {s}.events", "last_event_name": "{s}.last_event_name"}
+    store.merge(
+        "live_activity",
+        [{"person_id": "p1", "channel": "app", "events": 2, "last_event_name": "a"}],
+        ("person_id", "channel"),
+        update,
+    )
+    store.merge(
+        "live_activity",
+        [
+            {"person_id": "p1", "channel": "app", "events": 3, "last_event_name": "b"},
+            {"person_id": "p2", "channel": "app", "events": 1, "last_event_name": "c"},
+        ],
+        ("person_id", "channel"),
+        update,
+    )
+    assert store.rows("SELECT person_id, events, last_event_name FROM live_activity ORDER BY person_id") == [
+        {"person_id": "p1", "events": 5, "last_event_name": "b"},
+        {"person_id": "p2", "events": 1, "last_event_name": "c"},
+    ]

@@ -10,23 +10,31 @@ from fastapi.responses import RedirectResponse
 
 from careloop import __version__
 from careloop.api.errors import install_error_handlers
-from careloop.api.routes import data, patients, system
+from careloop.api.routes import collect, data, patients, system
+from careloop.clock import SYSTEM_CLOCK, Clock
 from careloop.config import Settings, get_settings
+from careloop.events.collector import build_collector
 from careloop.storage import Backend, connect
 
 
-def create_app(settings: Settings | None = None, backend: Backend | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, backend: Backend | None = None, *, clock: Clock = SYSTEM_CLOCK
+) -> FastAPI:
     """An app bound to one store; pass `backend` to share an open one (tests, the demo)."""
     settings = settings or get_settings()
     owns_backend = backend is None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.backend = backend or connect(settings.database_url)
+        app.state.backend = backend or connect(settings.database_url, clock=clock)
         app.state.settings = settings
+        app.state.clock = clock
+        app.state.collector = build_collector(settings, app.state.backend, clock=clock)
+        app.state.collector.start()
         try:
             yield
         finally:
+            app.state.collector.stop()
             if owns_backend:
                 app.state.backend.close()
 
@@ -40,6 +48,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.include_router(system.router)
     app.include_router(data.router)
     app.include_router(patients.router)
+    app.include_router(collect.router)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

@@ -95,6 +95,20 @@ class Backend(ABC):
         """Append rows (columns named like the table's) without key checks; returns rows written."""
 
     @abstractmethod
+    def insert_absent(
+        self, table: str, data: pa.Table, key: Sequence[str], *, recent: tuple[str, datetime] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Append the rows of `data` (which carries workspace_id) whose (workspace_id, *key) the table does
+        not hold yet; returns the keys inserted. `data` must not repeat a key. `recent` = (column, since)
+        tells an engine without a unique index that earlier copies can only be in rows with column >= since."""
+
+    @abstractmethod
+    def merge_rows(self, table: str, data: pa.Table, key: Sequence[str], update: Mapping[str, str]) -> None:
+        """Upsert `data` (which carries workspace_id; keys unique) on (workspace_id, *key): new keys are
+        inserted; for existing ones each column in `update` is set to its expression, written with
+        ``{t}`` for the stored row and ``{s}`` for the incoming one (e.g. ``{t}.n + {s}.n``)."""
+
+    @abstractmethod
     def existing_columns(self, table: str) -> dict[str, str]:
         """Column name -> engine type name of a table, or {} when it does not exist."""
 
@@ -176,6 +190,9 @@ class Backend(ABC):
                 self.execute(stmt)
         for tname, col in m.add_columns():
             self.execute(self.dialect.add_column(tname, col))
+        for tname, name, cols in m.create_indexes():
+            for stmt in self.dialect.create_index(tname, name, cols):
+                self.execute(stmt)
 
     def ensure_workspace(self, workspace: str) -> None:
         check_workspace_id(workspace)

@@ -6,6 +6,7 @@ scopes it and `Dialect.render` transpiles it (sqlglot) for the engine.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -56,6 +57,11 @@ class Dialect:
             f"ALTER TABLE {self.quote(table)} ADD COLUMN {self.quote(column.name)} {self.column_type(column)}"
         )
 
+    def create_index(self, table: str, name: str, columns: Sequence[str]) -> list[str]:
+        """One look-up index added by a migration to an existing table."""
+        cols = ", ".join(self.quote(c) for c in columns)
+        return [f"CREATE INDEX IF NOT EXISTS {self.quote(name)} ON {self.quote(table)} ({cols})"]
+
     def render(self, tree: exp.Expression) -> str:
         return tree.sql(dialect=self.name)
 
@@ -73,6 +79,9 @@ class DuckDBDialect(Dialect):
     def create_indexes(self, table: Table) -> list[str]:
         # DuckDB's ART indexes make bulk loads slow and memory-hungry; the loader enforces the
         # (workspace_id, source, key) key itself (see docs/decisions/0003-duckdb-keys.md).
+        return []
+
+    def create_index(self, table: str, name: str, columns: Sequence[str]) -> list[str]:
         return []
 
 

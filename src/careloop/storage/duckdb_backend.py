@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -174,6 +174,56 @@ class DuckDBBackend(Backend):
             finally:
                 self._con.unregister(name)
         return int(data.num_rows)
+
+    def insert_absent(
+        self, table: str, data: pa.Table, key: Sequence[str], *, recent: tuple[str, datetime] | None = None
+    ) -> list[tuple[Any, ...]]:
+        # No unique index on DuckDB (decision 0003): an anti-join against the workspace's rows, limited to
+        # `recent` ones so that zone maps skip old row groups. Callers hold the only writer of the file.
+        q = self.dialect.quote
+        name = f"_arrow_{id(data)}"
+        keys = ["workspace_id", *key]
+        on = " AND ".join(f"d.{q(k)} = e.{q(k)}" for k in keys)
+        window = f" AND {q(recent[0])} >= $since" if recent else ""
+        params: dict[str, Any] = {"since": recent[1]} if recent else {}
+        workspaces = sorted(set(data.column("workspace_id").to_pylist()))
+        in_ws = ", ".join(f"$ws{i}" for i in range(len(workspaces)))
+        params.update({f"ws{i}": w for i, w in enumerate(workspaces)})
+        sql = (
+            f"INSERT INTO {q(table)} BY NAME SELECT d.* FROM {name} d ANTI JOIN "
+            f"(SELECT {', '.join(q(k) for k in keys)} FROM {q(table)} WHERE workspace_id IN ({in_ws}){window}) e "
+            f"ON {on} RETURNING {', '.join(q(k) for k in key)}"
+        )
+        with self._lock:
+            self._con.register(name, data)
+            try:
+                return [tuple(r) for r in self._con.execute(sql, params).fetchall()]
+            except duckdb.Error as e:
+                raise StorageError(f"duckdb refused an insert: {e}", sql=sql) from e
+            finally:
+                self._con.unregister(name)
+
+    def merge_rows(self, table: str, data: pa.Table, key: Sequence[str], update: Mapping[str, str]) -> None:
+        q = self.dialect.quote
+        name = f"_arrow_{id(data)}"
+        keys = ["workspace_id", *key]
+        match = " AND ".join(f"{q(table)}.{q(k)} = s.{q(k)}" for k in keys)
+        sets = ", ".join(f"{q(c)} = {e.format(t=q(table), s='s')}" for c, e in update.items())
+        on = " AND ".join(f"s.{q(k)} = e.{q(k)}" for k in keys)
+        statements = [
+            f"UPDATE {q(table)} SET {sets} FROM {name} s WHERE {match}",
+            f"INSERT INTO {q(table)} BY NAME SELECT s.* FROM {name} s ANTI JOIN {q(table)} e ON {on}",
+        ]
+        with self.transaction():
+            self._con.register(name, data)
+            try:
+                for sql in statements:
+                    try:
+                        self._con.execute(sql).fetchall()
+                    except duckdb.Error as e:
+                        raise StorageError(f"duckdb refused an upsert: {e}", sql=sql) from e
+            finally:
+                self._con.unregister(name)
 
     def existing_columns(self, table: str) -> dict[str, str]:
         rows = self.fetch_rows(

@@ -4,7 +4,7 @@ bulk-loads the result with COPY (see docs/decisions/0002-duckdb-ingest-engine.md
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -134,6 +134,53 @@ class PostgresBackend(Backend):
         with self._lock, self._con.cursor() as cur:
             cur.executemany(f"INSERT INTO {q(table)} ({cols}) VALUES ({placeholders})", rows)
         return int(data.num_rows)
+
+    def insert_absent(
+        self, table: str, data: pa.Table, key: Sequence[str], *, recent: tuple[str, datetime] | None = None
+    ) -> list[tuple[Any, ...]]:
+        # the unique index on (workspace_id, *key) decides, exactly, across processes
+        q = self.dialect.quote
+        cols = ", ".join(q(c) for c in data.column_names)
+        width = data.num_columns
+        rows = list(zip(*(data.column(i).to_pylist() for i in range(width)), strict=True))
+        conflict = ", ".join(q(k) for k in ("workspace_id", *key))
+        inserted: list[tuple[Any, ...]] = []
+        per_stmt = max(1, 60_000 // width)
+        for start in range(0, len(rows), per_stmt):
+            chunk = rows[start : start + per_stmt]
+            values = ", ".join("(" + ", ".join(["%s"] * width) + ")" for _ in chunk)
+            sql = (
+                f"INSERT INTO {q(table)} ({cols}) VALUES {values} ON CONFLICT ({conflict}) DO NOTHING "
+                f"RETURNING {', '.join(q(k) for k in key)}"
+            )
+            params = [v for row in chunk for v in row]
+            try:
+                with self._lock:
+                    inserted.extend(tuple(r) for r in self._con.execute(sql, params).fetchall())
+            except psycopg.Error as e:
+                raise StorageError(f"postgres refused an insert: {e}", sql=sql) from e
+        return inserted
+
+    def merge_rows(self, table: str, data: pa.Table, key: Sequence[str], update: Mapping[str, str]) -> None:
+        q = self.dialect.quote
+        cols = ", ".join(q(c) for c in data.column_names)
+        width = data.num_columns
+        rows = list(zip(*(data.column(i).to_pylist() for i in range(width)), strict=True))
+        conflict = ", ".join(q(k) for k in ("workspace_id", *key))
+        sets = ", ".join(f"{q(c)} = {e.format(t=q(table), s='EXCLUDED')}" for c, e in update.items())
+        per_stmt = max(1, 60_000 // width)
+        with self.transaction():
+            for start in range(0, len(rows), per_stmt):
+                chunk = rows[start : start + per_stmt]
+                values = ", ".join("(" + ", ".join(["%s"] * width) + ")" for _ in chunk)
+                sql = (
+                    f"INSERT INTO {q(table)} ({cols}) VALUES {values} "
+                    f"ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
+                )
+                try:
+                    self._con.execute(sql, [v for row in chunk for v in row])
+                except psycopg.Error as e:
+                    raise StorageError(f"postgres refused an upsert: {e}", sql=sql) from e
 
     def existing_columns(self, table: str) -> dict[str, str]:
         rows = self.fetch_rows(

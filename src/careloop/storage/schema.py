@@ -87,6 +87,18 @@ AUDIT_COLUMNS = (
 )
 
 
+#: Columns the live collection API (careloop.events) maintains on the event table besides the entity's
+#: fields; ingestion mappings cannot target them.
+LIVE_EVENT_COLUMNS = (
+    Column("person_id", LogicalType.TEXT),  # unified patient the event is attributed to
+    Column("received_at", LogicalType.TIMESTAMPTZ),  # when careloop acknowledged it
+    Column("context", LogicalType.JSON),  # Segment context / integrations, personal keys removed
+    Column("message", LogicalType.TEXT, data_class=DataClass.IDENTIFIER.value, level=4, pii="raw"),
+    Column("identity", LogicalType.JSON),  # blind indexes of the identifiers the event carried
+    Column("plan_violations", LogicalType.JSON),  # tracking-plan findings (flagged, never dropped)
+)
+
+
 def entity_table(name: str) -> Table:
     """The physical table of one domain entity."""
     model = entities()[name]
@@ -114,6 +126,9 @@ def entity_table(name: str) -> Table:
         if spec.ref == "patient" and spec.name == "patient_key":
             indexes.append(("workspace_id", "source", "patient_key"))
     cols.extend(AUDIT_COLUMNS)
+    if name == "event":
+        cols.extend(LIVE_EVENT_COLUMNS)
+        indexes.extend([("workspace_id", "person_id"), ("workspace_id", "anonymous_id")])
     return Table(
         name=name,
         columns=tuple(cols),
@@ -166,6 +181,7 @@ OPERATIONAL_TABLES: tuple[Table, ...] = (
             _op("reason", T),
             Column("raw", T, data_class=DataClass.IDENTIFIER.value, level=4, pii="raw"),
             _op("created_at", TS),
+            _op("event_type", T),  # live events: the call type the sender claimed (track, identify, ...)
         ),
         unique=("workspace_id", "id"),
         indexes=(("workspace_id", "run_id"),),
@@ -298,13 +314,85 @@ IDENTITY_TABLES: tuple[Table, ...] = (
 )
 
 
+#: Live event collection (careloop.events): sources and their write keys, the identities events were
+#: attributed through, repeated deliveries, and per-person activity kept current by the stream.
+EVENT_TABLES: tuple[Table, ...] = (
+    Table(
+        "event_source",
+        (
+            WORKSPACE,
+            _op("name", T, False),
+            _op("write_key_hash", T, False),  # SHA-256 of the write key; the key itself is shown once
+            _op("key_hint", T),  # last characters of the key, to tell keys apart
+            _op("channel", T),  # app, wechat_mp, web, call_centre, ...
+            _op("user_id_kind", T),  # what the sender's userId is: app_user_id, his_number, openid, ...
+            _op("user_id_system", T),  # issuer of those ids (hospital code, WeChat app id, app name)
+            _op("plan", J),  # tracking plan: declared events and property types
+            _op("created_at", TS),
+            _op("active", B),
+        ),
+        unique=("workspace_id", "name"),
+        indexes=(("write_key_hash",),),
+    ),
+    Table(
+        "event_identity",
+        (
+            WORKSPACE,
+            _op("namespace", T, False),  # 'anonymous_id' or the user-id namespace of a source
+            _op("id_bidx", T, False),  # keyed blind index of the id
+            _op("person_id", T, False),
+            _op("via", T),  # how the id was tied to the person
+            _op("first_seen_at", TS),
+            _op("updated_at", TS),
+        ),
+        unique=("workspace_id", "namespace", "id_bidx"),
+        indexes=(("workspace_id", "person_id"),),
+    ),
+    Table(
+        "event_duplicate",
+        (
+            WORKSPACE,
+            _op("source", T, False),
+            _op("message_id", T, False),
+            _op("event_type", T),
+            _op("received_at", TS),
+        ),
+        indexes=(("workspace_id", "source"),),
+    ),
+    Table(
+        "live_activity",
+        (
+            WORKSPACE,
+            _op("person_id", T, False),
+            _op("channel", T, False),
+            _op("first_event_at", TS),
+            _op("last_event_at", TS),
+            _op("last_event_name", T),
+            _op("events", BI),
+            _op("updated_at", TS),
+        ),
+        unique=("workspace_id", "person_id", "channel"),
+    ),
+    Table(
+        "stream_checkpoint",
+        (
+            WORKSPACE,
+            _op("consumer", T, False),
+            _op("position", TS),  # received_at of the last event the consumer finished
+            _op("updated_at", TS),
+        ),
+        unique=("workspace_id", "consumer"),
+    ),
+)
+
+
 def entity_tables() -> tuple[Table, ...]:
     return tuple(entity_table(n) for n in entities())
 
 
 def all_tables() -> tuple[Table, ...]:
     """Every table careloop's current code expects, in creation order."""
-    return OPERATIONAL_TABLES + entity_tables() + IDENTITY_TABLES
+    return OPERATIONAL_TABLES + entity_tables() + IDENTITY_TABLES + EVENT_TABLES
 
 
 def table(name: str) -> Table:

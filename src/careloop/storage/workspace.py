@@ -135,6 +135,12 @@ class WorkspaceStore:
 
     def insert(self, table: str, rows: pa.Table | Sequence[Mapping[str, Any]]) -> int:
         """Append rows to a scoped table, stamped with this workspace."""
+        data = self._stamped(table, rows)
+        if data.num_rows == 0:
+            return 0
+        return self.backend.insert_arrow(table, data)
+
+    def _stamped(self, table: str, rows: pa.Table | Sequence[Mapping[str, Any]]) -> pa.Table:
         if table not in scoped_table_names():
             raise WorkspaceError(f"{table} is not a workspace table")
         data = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist([dict(r) for r in rows])
@@ -143,10 +149,34 @@ class WorkspaceStore:
             if other:
                 raise WorkspaceError("rows name another workspace; a store writes only its own")
             data = data.drop(["workspace_id"])
+        return data.append_column("workspace_id", pa.array([self.workspace] * data.num_rows, pa.string()))
+
+    def insert_new(
+        self,
+        table: str,
+        rows: pa.Table | Sequence[Mapping[str, Any]],
+        key: Sequence[str],
+        *,
+        recent: tuple[str, Any] | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Append the rows whose `key` this workspace does not hold yet; returns the keys inserted.
+        Rows must not repeat a key among themselves (see `Backend.insert_absent` for `recent`)."""
+        data = self._stamped(table, rows)
         if data.num_rows == 0:
-            return 0
-        data = data.append_column("workspace_id", pa.array([self.workspace] * data.num_rows, pa.string()))
-        return self.backend.insert_arrow(table, data)
+            return []
+        return self.backend.insert_absent(table, data, key, recent=recent)
+
+    def merge(
+        self,
+        table: str,
+        rows: pa.Table | Sequence[Mapping[str, Any]],
+        key: Sequence[str],
+        update: Mapping[str, str],
+    ) -> None:
+        """Upsert rows on `key` (see `Backend.merge_rows` for the `update` expressions)."""
+        data = self._stamped(table, rows)
+        if data.num_rows:
+            self.backend.merge_rows(table, data, key, update)
 
     def count(self, table: str) -> int:
         if table not in scoped_table_names():

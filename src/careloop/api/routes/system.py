@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
 
 from careloop import __version__
 from careloop.api.deps import backend
@@ -21,10 +22,28 @@ def health() -> dict[str, str]:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/ready", summary="Readiness: the store answers and its schema is current")
-def ready(b: Backend = Depends(backend)) -> dict[str, Any]:
+@router.get("/ready", summary="Readiness: the store answers, its schema is current, collection runs")
+def ready(request: Request, b: Backend = Depends(backend)) -> Response:
     version = b.schema_version()
-    return {"status": "ready" if version == LATEST_VERSION else "migrating", "schema_version": version}
+    collector = getattr(request.app.state, "collector", None)
+    collecting = bool(collector is not None and collector.started)
+    ok = version == LATEST_VERSION and collecting
+    body = {
+        "status": "ready" if ok else ("migrating" if version != LATEST_VERSION else "starting"),
+        "schema_version": version,
+        "collecting": collecting,
+        "stream": collector.stream.name if collector is not None else None,
+    }
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics: events received / stored / quarantined, stream lag")
+def metrics(request: Request) -> Response:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    collector = getattr(request.app.state, "collector", None)
+    body = generate_latest(collector.metrics.registry) if collector is not None else b""
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/v1/schema", summary="Data dictionary: every entity with its columns, classes and levels")

@@ -1,7 +1,8 @@
 """Versioned schema migrations, one chain for every engine.
 
 A migration is a JSON file ``NNNN_name.json`` holding engine-neutral operations:
-``create_tables`` (full table specs with logical types) and ``add_columns``. The snapshot in a
+``create_tables`` (full table specs with logical types), ``add_columns`` and ``create_indexes`` (look-up
+indexes on columns added to existing tables; engines that keep no secondary indexes skip them). The snapshot in a
 migration never changes once released; `python -m careloop.storage.migrations new NAME` writes the
 operations that bring the previous snapshot to what the domain now declares.
 """
@@ -29,6 +30,13 @@ class Migration:
         return [
             (op["table"], Column(op["name"], LogicalType(op["type"]), nullable=op.get("nullable", True)))
             for op in self.operations.get("add_columns", [])
+        ]
+
+    def create_indexes(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """(table, index name, columns) of each index added to an existing table."""
+        return [
+            (op["table"], op["name"], tuple(op["columns"]))
+            for op in self.operations.get("create_indexes", [])
         ]
 
 

@@ -1,0 +1,5 @@
+"""`python -m careloop.cli` runs the `careloop` command."""
+
+from careloop.cli import app
+
+app()

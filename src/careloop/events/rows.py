@@ -1,0 +1,165 @@
+"""From a checked message to the event row careloop stores.
+
+The whole message is kept, encrypted (`event.message`), so nothing a sender sent is lost or changed.
+The queryable columns carry no personal identifier in clear: userId and openid are encrypted with a
+keyed blind index beside them; properties, traits and context lose their personal keys (phone, name,
+ID number, address, openid, ...) and long digit runs in free text are masked. The identifiers needed
+to find the patient travel as blind indexes (`event.identity`), never as values.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from careloop.events.sources import Source
+from careloop.events.spec import Accepted
+from careloop.ingest.quarantine import mask_text
+from careloop.patients.lookup import normalise_phone
+from careloop.privacy.fields import FieldCipher
+
+#: property / trait keys holding personal identifiers (compared lower-case, without _ - and spaces)
+PII_KEYS = {
+    "phone": "phone",
+    "mobile": "phone",
+    "tel": "phone",
+    "telephone": "phone",
+    "phonenumber": "phone",
+    "mobilephone": "phone",
+    "name": "name",
+    "firstname": "name",
+    "lastname": "name",
+    "fullname": "name",
+    "realname": "name",
+    "username": "name",
+    "email": "email",
+    "idnumber": "id_number",
+    "idcard": "id_number",
+    "idcardnumber": "id_number",
+    "address": "address",
+    "birthday": "birthday",
+    "birthdate": "birthday",
+    "openid": "openid",
+    "unionid": "unionid",
+    "hisnumber": "his_number",
+    "insurancenumber": "insurance_number",
+    "bankcard": "bank_card",
+    "passport": "passport",
+}
+#: identifiers in traits that can find a patient, and the field-level blind-index kind of each
+_LOOKUP_KINDS = ("phone", "id_number", "email", "unionid", "openid")
+
+
+def pii_kind(key: str) -> str | None:
+    return PII_KEYS.get(key.lower().replace("_", "").replace("-", "").replace(" ", ""))
+
+
+def scrub(value: Any) -> Any:
+    """A copy with personal keys removed and long digit runs masked (nested objects included)."""
+    if isinstance(value, dict):
+        return {k: scrub(v) for k, v in value.items() if pii_kind(str(k)) is None}
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    if isinstance(value, str):
+        return mask_text(value)
+    return value
+
+
+def traits_of(msg: dict[str, Any]) -> dict[str, Any]:
+    """The traits a message states about its sender: identify traits, or context.traits on any call."""
+    found: dict[str, Any] = {}
+    ctx = msg.get("context")
+    if isinstance(ctx, dict) and isinstance(ctx.get("traits"), dict):
+        found.update(ctx["traits"])
+    if msg.get("type") == "identify" and isinstance(msg.get("traits"), dict):
+        found.update(msg["traits"])
+    return found
+
+
+def identity_hints(acc: Accepted, source: Source, cipher: FieldCipher) -> dict[str, Any]:
+    """Blind indexes of every identifier the message carries, for attribution (no value in clear)."""
+    hints: dict[str, Any] = {}
+    if acc.user_id is not None:
+        hints["user"] = user_hint(acc.user_id, source, cipher)
+    if acc.anonymous_id is not None:
+        hints["anon"] = cipher.blind_index(acc.anonymous_id, "identifier")
+    if acc.type == "alias":
+        prev = str(acc.message.get("previousId")).strip()
+        hints["previous"] = {
+            "user": user_hint(prev, source, cipher)["bidx"],
+            "anon": cipher.blind_index(prev, "identifier"),
+        }
+    ids = []
+    for key, value in traits_of(acc.message).items():
+        kind = pii_kind(str(key))
+        if kind in _LOOKUP_KINDS and isinstance(value, str | int) and str(value).strip():
+            ids.append(_id_hint(kind, str(value).strip(), cipher))
+    if ids:
+        hints["ids"] = ids
+    return hints
+
+
+def user_hint(user_id: str, source: Source, cipher: FieldCipher) -> dict[str, Any]:
+    hint = {"ns": source.user_namespace, "bidx": cipher.blind_index(user_id, "identifier")}
+    if source.user_id_kind not in ("user_id", "person_id"):
+        hint.update(_id_hint(source.user_id_kind, user_id, cipher))
+        hint["system"] = source.user_id_system
+    elif source.user_id_kind == "person_id":
+        hint["person_id"] = user_id
+    return hint
+
+
+def _id_hint(kind: str, value: str, cipher: FieldCipher) -> dict[str, Any]:
+    """`fbidx`: the blind index of a patient column (phone_bidx, ...); `ibidx`: of patient_identifier.value."""
+    if kind == "phone":
+        value = normalise_phone(value)
+    elif kind == "id_number":
+        value = value.upper()
+    hint: dict[str, Any] = {"kind": kind, "ibidx": cipher.blind_index(value, "identifier")}
+    if kind in ("phone", "id_number", "email"):
+        hint["fbidx"] = cipher.blind_index(value, kind)
+    return hint
+
+
+def event_row(
+    acc: Accepted,
+    source: Source,
+    cipher: FieldCipher,
+    received_at: datetime,
+    hints: dict[str, Any],
+    violations: list[str],
+    person_id: str | None,
+) -> dict[str, Any]:
+    """The `event` row of one accepted message."""
+    msg = acc.message
+    props = msg.get("traits") if acc.type in ("identify", "group") else msg.get("properties")
+    if acc.type == "group":
+        props = {**(props or {}), "groupId": msg.get("groupId")}
+    user = acc.user_id
+    return {
+        "source": source.name,
+        "key": acc.message_id,
+        "event_type": acc.type,
+        "name": acc.name,
+        "occurred_at": acc.occurred_at,
+        "channel": source.channel,
+        "user_id": cipher.encrypt(user, "app_user_id") if user else None,
+        "user_id_bidx": cipher.blind_index(user, "app_user_id") if user else None,
+        "anonymous_id": acc.anonymous_id,
+        "openid": cipher.encrypt(user, "openid") if user and source.user_id_kind == "openid" else None,
+        "openid_bidx": cipher.blind_index(user, "openid")
+        if user and source.user_id_kind == "openid"
+        else None,
+        "properties": orjson.dumps(scrub(props or {})).decode(),
+        "person_id": person_id,
+        "received_at": received_at,
+        "context": orjson.dumps(scrub(msg.get("context") or {})).decode(),
+        "message": cipher.encrypt(orjson.dumps(msg).decode(), "raw"),
+        "identity": orjson.dumps(hints).decode(),
+        "plan_violations": orjson.dumps(violations).decode() if violations else None,
+        "_run_id": "live",
+        "_ingested_at": received_at,
+        "_updated_at": received_at,
+    }
