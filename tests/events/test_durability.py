@@ -164,3 +164,35 @@ def test_acknowledged_events_survive_kill_9_and_retries_are_not_duplicated(
         assert store.scalar("SELECT count(*) FROM event_duplicate") >= len(acked) * PER_BATCH
     finally:
         backend.close()
+
+
+def test_server_logs_are_json_lines_without_personal_data(tmp_path: Path) -> None:
+    env = _env(f"duckdb:///{tmp_path / 'logs.duckdb'}", tmp_path)
+    created = subprocess.run(
+        [sys.executable, "-m", "careloop.cli", "source", "create", "app", "--json"],
+        env=env,
+        capture_output=True,
+        check=True,
+    )
+    key = orjson.loads(created.stdout)["write_key"]
+    port = free_port()
+    proc = _serve(env, port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(auth=(key, ""), timeout=10) as c:
+            r = c.post(
+                f"{base}/v1/identify",
+                json={"userId": "13812345678", "traits": {"name": "王小明", "phone": "13812345678"}},
+            )
+            assert r.status_code == 200
+            assert c.post(f"{base}/v1/track", json={"userId": "13812345678"}).status_code == 400
+            c.get(f"{base}/v1/patients", params={"phone": "13812345678"})
+        metrics = httpx.get(f"{base}/metrics").text
+        assert 'careloop_events_quarantined_total{source="app",type="track"} 1.0' in metrics
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    lines = [ln for ln in err.splitlines() if ln.startswith("{")]
+    assert any(orjson.loads(ln).get("msg") == "collect" for ln in lines), err
+    assert "13812345678" not in err and "王小明" not in err and "138****" not in err

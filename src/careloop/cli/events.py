@@ -185,15 +185,21 @@ def register(app: typer.Typer) -> None:
     @events.command("attribute")
     @handle_errors
     def attribute(workspace: str | None = WorkspaceOpt, json: bool = JsonOpt) -> None:
-        """Attribute stored events that have no patient yet (run after `careloop identity resolve`)."""
-        from careloop.events.attribution import reattribute
+        """Follow identity changes (merges, splits) and attribute events that have no patient yet.
+        `careloop identity resolve / merge / split` do this themselves."""
+        from careloop.events.follow import follow_identity_changes
 
         with open_backend() as backend:
-            n = reattribute(backend.workspace(workspace_name(workspace)))
+            summary = follow_identity_changes(
+                backend.workspace(workspace_name(workspace)), clock=backend.clock
+            )
         if json:
-            print_json({"attributed": n})
+            print_json(summary.as_dict())
             return
-        console.print(f"{n:,} events attributed to patients")
+        console.print(
+            f"{summary.attributed:,} events attributed; "
+            f"{summary.moved} merged persons' events moved; {summary.released} split persons' events re-attributed"
+        )
 
     app.add_typer(source, name="source")
     app.add_typer(events, name="events")

@@ -32,6 +32,7 @@ def add_resolve_commands(identity: typer.Typer) -> None:
         json: bool = JsonOpt,
     ) -> None:
         """Link every source's patient records into unified persons (ids stable across runs)."""
+        from careloop.events.follow import follow_identity_changes
         from careloop.identity.resolve import resolve
         from careloop.identity.rules import load_rules
 
@@ -39,8 +40,9 @@ def add_resolve_commands(identity: typer.Typer) -> None:
         with open_backend() as backend:
             store = backend.workspace(workspace_name(workspace))
             summary = resolve(store, clock=backend.clock, rules=ruleset, threshold=threshold, full=full)
+            events = follow_identity_changes(store, clock=backend.clock)
         if json:
-            print_json(summary.as_dict())
+            print_json({**summary.as_dict(), "live_events": events.as_dict()})
             return
         print_table(
             f"identity resolve ({summary.mode}: {summary.mode_reason})",
@@ -63,6 +65,11 @@ def add_resolve_commands(identity: typer.Typer) -> None:
             "links per rule", ["rule", "records"], [(k, f"{v:,}") for k, v in summary.links_by_rule.items()]
         )
         console.print(f"run {summary.run_id}; golden records written: {summary.golden_records}")
+        if events.attributed or events.moved or events.released:
+            console.print(
+                f"live events: {events.attributed:,} attributed, {events.moved} merged persons' events moved, "
+                f"{events.released} split persons' events re-attributed"
+            )
 
     @identity.command("merge")
     @handle_errors
@@ -75,6 +82,7 @@ def add_resolve_commands(identity: typer.Typer) -> None:
         json: bool = JsonOpt,
     ) -> None:
         """Merge two persons now; every later resolution run keeps them together."""
+        from careloop.events.follow import follow_identity_changes
         from careloop.identity import overrides
         from careloop.identity.resolve import rebuild_downstream
 
@@ -84,6 +92,7 @@ def add_resolve_commands(identity: typer.Typer) -> None:
                 store, person_a, person_b, reason=reason, actor=actor, clock=backend.clock
             )
             rebuild_downstream(store, backend.clock, [person_a, person_b])
+            result["live_events"] = follow_identity_changes(store, clock=backend.clock).as_dict()
         _done(result, json, f"merged {person_b} into {person_a}")
 
     @identity.command("split")
@@ -100,6 +109,7 @@ def add_resolve_commands(identity: typer.Typer) -> None:
     ) -> None:
         """Take records out of a person into a new one; every later run keeps them apart."""
         from careloop.errors import ConfigError
+        from careloop.events.follow import follow_identity_changes
         from careloop.identity import overrides
         from careloop.identity.records import parse_record_ref
         from careloop.identity.resolve import rebuild_downstream
@@ -114,6 +124,7 @@ def add_resolve_commands(identity: typer.Typer) -> None:
             store = backend.workspace(workspace_name(workspace))
             result = overrides.split(store, person, refs, reason=reason, actor=actor, clock=backend.clock)
             rebuild_downstream(store, backend.clock, [person, result["new_person_id"]])
+            result["live_events"] = follow_identity_changes(store, clock=backend.clock).as_dict()
         _done(
             result,
             json,

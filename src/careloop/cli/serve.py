@@ -12,11 +12,14 @@ def serve_api(host: str, port: int) -> None:
     import uvicorn
 
     from careloop.api import create_app
+    from careloop.logs import configure
 
+    configure(get_settings().log_level)
     typer.echo(
         f"careloop serving on http://{host}:{port} (API docs at http://{host}:{port}/docs); Ctrl-C stops"
     )
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning")
+    # uvicorn's own access log stays off: it would write query strings (a phone look-up) to the log
+    uvicorn.run(create_app(), host=host, port=port, log_level="warning", access_log=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -257,11 +257,11 @@ def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
         yield items[i : i + size]
 
 
-def reattribute(store: WorkspaceStore, *, clock: Clock = SYSTEM_CLOCK, batch: int = 5000) -> int:
+def reattribute(store: WorkspaceStore, *, clock: Clock = SYSTEM_CLOCK, batch: int = 5000) -> dict[str, int]:
     """Attribute stored events that have no person yet (e.g. after identity resolution linked the records
-    that name them); returns how many were attributed."""
+    that name them); returns the events attributed per person."""
     attributor = Attributor(store, clock=clock)
-    done = 0
+    done: dict[str, int] = defaultdict(int)
     rows = store.rows(
         "SELECT source, key, anonymous_id, identity FROM event WHERE person_id IS NULL AND identity IS NOT NULL "
         "ORDER BY received_at"
@@ -283,5 +283,5 @@ def reattribute(store: WorkspaceStore, *, clock: Clock = SYSTEM_CLOCK, batch: in
                 f"UPDATE event SET person_id = :p WHERE person_id IS NULL AND source = :s AND key IN {lst}",  # noqa: S608 - placeholders only
                 {**params, "p": person, "s": source},
             )
-            done += len(keys)
-    return done
+            done[person] += len(keys)
+    return dict(done)
