@@ -49,6 +49,12 @@ class Settings(BaseSettings):
         True,
         description="run the stream processor inside `careloop serve` (off: run `careloop events process`)",
     )
+    serve_wal_mb: int = Field(
+        1024,
+        ge=16,
+        description="embedded server: write-ahead log size that forces a checkpoint while busy; "
+        "below it, checkpoints wait for a quiet second (a checkpoint pauses every write)",
+    )
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     benchmarks_file: Path = Path("docs/benchmarks.md")

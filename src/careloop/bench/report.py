@@ -15,7 +15,7 @@ HEADER = """# Benchmarks
 
 Written by `careloop bench` (see docs/benchmarks-guide.md). Each row compares careloop with a baseline
 measured in the same run on the same machine; the ratio is careloop / baseline (higher is better for
-throughput in rows/s or records/s, lower is better for latency in µs). Rows are replaced when a scenario is re-run at the same size.
+throughput in rows/s, records/s or events/s, lower is better for latency in µs or ms). Rows are replaced when a scenario is re-run at the same size.
 
 | scenario | size | careloop | baseline | ratio | machine | date | command |
 | --- | --- | --- | --- | --- | --- | --- | --- |
@@ -39,10 +39,14 @@ class BenchResult:
 
     def row(self, machine: str, when: datetime) -> str:
         return (
-            f"| {self.scenario} | {self.size} | {self.figure:,.0f} {self.unit} | "
-            f"{self.baseline:,.0f} {self.unit} ({self.baseline_name}) | {self.ratio:.2f} | {machine} | "
+            f"| {self.scenario} | {self.size} | {_num(self.figure)} {self.unit} | "
+            f"{_num(self.baseline)} {self.unit} ({self.baseline_name}) | {self.ratio:.2f} | {machine} | "
             f"{when:%Y-%m-%d} | `{self.command}` |"
         )
+
+
+def _num(x: float) -> str:
+    return f"{x:,.1f}" if abs(x) < 100 else f"{x:,.0f}"
 
 
 def machine_description() -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 
+from careloop.bench.events_bench import bench_events
 from careloop.bench.identity_bench import bench_identity
 from careloop.bench.patient360_bench import bench_patient360
 from careloop.bench.report import BenchResult
@@ -91,9 +92,10 @@ def bench_ingest(patients: int, seed: int, cache: Path, settings: Settings, repe
     )
 
 
-Scenario = Callable[[int, int, Path, Settings, int], BenchResult]
+Scenario = Callable[[int, int, Path, Settings, int], BenchResult | list[BenchResult]]
 SCENARIOS: dict[str, Scenario] = {
     "ingest": bench_ingest,
     "identity": bench_identity,
     "patient360": bench_patient360,
+    "events": bench_events,
 }

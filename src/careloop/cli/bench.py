@@ -39,7 +39,8 @@ def register(app: typer.Typer) -> None:
         for name in names:
             if not json:
                 console.print(f"running {name} at {patients:,} patients ...")
-            results.append(SCENARIOS[name](patients, seed, cache, settings, repeat))
+            got = SCENARIOS[name](patients, seed, cache, settings, repeat)
+            results.extend(got if isinstance(got, list) else [got])
         out = output or settings.benchmarks_file
         write_results(out, results, SYSTEM_CLOCK.now())
         if json:
@@ -52,8 +53,8 @@ def register(app: typer.Typer) -> None:
                 [
                     r.scenario,
                     r.size,
-                    f"{r.figure:,.0f} {r.unit}",
-                    f"{r.baseline:,.0f} {r.unit}",
+                    f"{r.figure:,.1f} {r.unit}" if r.figure < 100 else f"{r.figure:,.0f} {r.unit}",
+                    f"{r.baseline:,.1f} {r.unit}" if r.baseline < 100 else f"{r.baseline:,.0f} {r.unit}",
                     f"{r.ratio:.2f}",
                 ]
                 for r in results

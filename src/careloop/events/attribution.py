@@ -28,11 +28,17 @@ from typing import Any
 import orjson
 
 from careloop.clock import SYSTEM_CLOCK, Clock
-from careloop.patients.lookup import RecordRef, in_list, persons_of_records
+from careloop.patients.lookup import RecordRef, in_list
 from careloop.storage import WorkspaceStore
 
 ANON = "anonymous_id"
 _NEGATIVE_TTL = 30.0  # seconds an unknown id is remembered as unknown
+_IDENTITY_CHECK = 5.0  # seconds between checks for identity changes that void the caches
+#: ties that identity data can always derive again are cached in memory, not stored
+_DERIVABLE = (
+    "userId is a person id",
+    *(f"userId {k}" for k in ("app_user_id", "his_number", "openid", "unionid", "phone", "id_number")),
+)
 #: patient_identifier kinds a userId / trait kind may be stored under
 _IDENTIFIER_KINDS = {
     "app_user_id": ("app_user_id",),
@@ -66,8 +72,23 @@ class Attributor:
         self.cache_size = cache_size
         self._ties: dict[tuple[str, str], str] = {}
         self._unknown: dict[tuple[str, str], float] = {}
+        self._identity_seen: Any = None
+        self._identity_checked = -1e9
+
+    def _forget_if_identity_changed(self) -> None:
+        """Merges and splits move ids between persons: drop what the caches learnt when one happened."""
+        now = time.monotonic()
+        if now - self._identity_checked < _IDENTITY_CHECK:
+            return
+        self._identity_checked = now
+        seen = self.store.tuples("SELECT count(*), max(at) FROM identity_history")[0]
+        if seen != self._identity_seen:
+            self._ties.clear()
+            self._unknown.clear()
+            self._identity_seen = seen
 
     def attribute(self, hints: Sequence[dict[str, Any]], anonymous_ids: Sequence[str | None]) -> Attribution:
+        self._forget_if_identity_changed()
         self._load_ties(hints)
         lookups = self._lookups(hints)
         out = Attribution(persons=[], vias=[])
@@ -97,20 +118,22 @@ class Attributor:
         self._unknown.pop(key, None)
 
     def save(self, result: Attribution) -> None:
-        """Store the new ties and attribute the stitched devices' earlier anonymous events."""
+        """Store the new ties (those identity data cannot derive again) and attribute the stitched
+        devices' earlier anonymous events."""
         now = self.clock.now()
-        if result.ties:
-            rows = [
-                {
-                    "namespace": ns,
-                    "id_bidx": b,
-                    "person_id": p,
-                    "via": via,
-                    "first_seen_at": now,
-                    "updated_at": now,
-                }
-                for (ns, b), (p, via) in result.ties.items()
-            ]
+        rows = [
+            {
+                "namespace": ns,
+                "id_bidx": b,
+                "person_id": p,
+                "via": via,
+                "first_seen_at": now,
+                "updated_at": now,
+            }
+            for (ns, b), (p, via) in result.ties.items()
+            if via not in _DERIVABLE
+        ]
+        if rows:
             self.store.merge(
                 "event_identity",
                 rows,
@@ -170,12 +193,24 @@ class Attributor:
         records: dict[tuple[str, str], set[RecordRef]] = defaultdict(set)
         self._by_identifier(wanted, records)
         self._by_field(wanted, records, found)
-        owners = persons_of_records(
-            self.store, sorted({r for refs in records.values() for r in refs}, key=str)
-        )
+        owners = self._owners({r for refs in records.values() for r in refs})
         for key, refs in records.items():
             found.setdefault(key, set()).update(owners[r] for r in refs if r in owners)
         return found
+
+    def _owners(self, refs: set[RecordRef]) -> dict[RecordRef, str]:
+        """The person each record is linked to (one indexed IN list per 500 keys; pairs checked here)."""
+        out: dict[RecordRef, str] = {}
+        for chunk in _chunks(sorted({r.key for r in refs}), 500):
+            lst, params = in_list("k", chunk)
+            for source, key, person in self.store.tuples(
+                f"SELECT source, patient_key, person_id FROM identity_link WHERE patient_key IN {lst}",  # noqa: S608
+                params,
+            ):
+                ref = RecordRef(source, key)
+                if ref in refs:
+                    out[ref] = person
+        return out
 
     def _by_identifier(
         self, wanted: dict[tuple[str, str], dict[str, Any]], records: dict[tuple[str, str], set[RecordRef]]

@@ -70,7 +70,9 @@ def follow_identity_changes(store: WorkspaceStore, *, clock: Clock = SYSTEM_CLOC
     summary = FollowSummary()
     touched: set[str] = set()
     for old, new in moves.items():
-        while new in moves and moves[new] != old:  # chains of merges within the window
+        seen = {old}
+        while new in moves and new not in seen:  # chains of merges within the window
+            seen.add(new)
             new = moves[new]
         for table in ("event", "event_identity"):
             store.execute(f"UPDATE {table} SET person_id = :n WHERE person_id = :o", {"n": new, "o": old})  # noqa: S608

@@ -79,6 +79,7 @@ class StreamProcessor:
         metrics: EventMetrics | None = None,
         clock: Clock = SYSTEM_CLOCK,
         max_batch_events: int = 5_000,
+        linger: float = 0.0,
     ) -> None:
         self.backend = backend
         self.stream = stream
@@ -92,6 +93,8 @@ class StreamProcessor:
         self._thread: threading.Thread | None = None
         self._caught_up = False
         self._positions: dict[str, datetime] = {}
+        self._stores: dict[str, WorkspaceStore] = {}
+        self.linger = linger
 
     def subscribe(self, trigger: Trigger) -> None:
         """Offer every processed batch to `trigger` (journeys call this)."""
@@ -129,6 +132,15 @@ class StreamProcessor:
             self.metrics.lag.set(0)
             self.metrics.lag_seconds.set(0)
             return 0
+        if self.linger and len(delivery.events) < self.max_batch_events:
+            # gather what arrives in the next moment too: fewer, larger commits under load
+            time.sleep(self.linger)
+            more = self.stream.read(self.max_batch_events - len(delivery.events), 0.0)
+            if more is not None:
+                self._process(delivery.events + more.events)
+                self.stream.ack(delivery)
+                self.stream.ack(more)
+                return len(delivery.events) + len(more.events)
         self._process(delivery.events)
         self.stream.ack(delivery)
         return len(delivery.events)
@@ -145,7 +157,9 @@ class StreamProcessor:
             by_ws[e.workspace].append(e)
         now = self.clock.now()
         for ws, evs in by_ws.items():
-            store = self.backend.workspace(ws, create=False)
+            store = self._stores.get(ws) or self._stores.setdefault(
+                ws, self.backend.workspace(ws, create=False)
+            )
             checkpoint = max(e.received_at for e in evs)
             with self.backend.transaction():
                 update_activity(store, evs, now)

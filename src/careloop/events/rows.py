@@ -9,6 +9,7 @@ to find the patient travel as blind indexes (`event.identity`), never as values.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -123,43 +124,52 @@ def _id_hint(kind: str, value: str, cipher: FieldCipher) -> dict[str, Any]:
     return hint
 
 
-def event_row(
-    acc: Accepted,
-    source: Source,
+def event_rows(
+    items: Sequence[tuple[Accepted, Source]],
     cipher: FieldCipher,
     received_at: datetime,
-    hints: dict[str, Any],
-    violations: list[str],
-    person_id: str | None,
-) -> dict[str, Any]:
-    """The `event` row of one accepted message."""
-    msg = acc.message
-    props = msg.get("traits") if acc.type in ("identify", "group") else msg.get("properties")
-    if acc.type == "group":
-        props = {**(props or {}), "groupId": msg.get("groupId")}
-    user = acc.user_id
-    return {
-        "source": source.name,
-        "key": acc.message_id,
-        "event_type": acc.type,
-        "name": acc.name,
-        "occurred_at": acc.occurred_at,
-        "channel": source.channel,
-        "user_id": cipher.encrypt(user, "app_user_id") if user else None,
-        "user_id_bidx": cipher.blind_index(user, "app_user_id") if user else None,
-        "anonymous_id": acc.anonymous_id,
-        "openid": cipher.encrypt(user, "openid") if user and source.user_id_kind == "openid" else None,
-        "openid_bidx": cipher.blind_index(user, "openid")
-        if user and source.user_id_kind == "openid"
-        else None,
-        "properties": orjson.dumps(scrub(props or {})).decode(),
-        "person_id": person_id,
-        "received_at": received_at,
-        "context": orjson.dumps(scrub(msg.get("context") or {})).decode(),
-        "message": cipher.encrypt(orjson.dumps(msg).decode(), "raw"),
-        "identity": orjson.dumps(hints).decode(),
-        "plan_violations": orjson.dumps(violations).decode() if violations else None,
-        "_run_id": "live",
-        "_ingested_at": received_at,
-        "_updated_at": received_at,
-    }
+    hints: Sequence[dict[str, Any]],
+    violations: Sequence[list[str]],
+    persons: Sequence[str | None],
+) -> list[dict[str, Any]]:
+    """The `event` rows of accepted messages (encryption done per column, in one call each)."""
+    users = [acc.user_id for acc, _ in items]
+    openids = [acc.user_id if src.user_id_kind == "openid" else None for acc, src in items]
+    user_ct, user_bx = (
+        cipher.encrypt_many(users, "app_user_id"),
+        cipher.blind_index_many(users, "app_user_id"),
+    )
+    open_ct, open_bx = cipher.encrypt_many(openids, "openid"), cipher.blind_index_many(openids, "openid")
+    messages = cipher.encrypt_many([orjson.dumps(acc.message).decode() for acc, _ in items], "raw")
+    rows = []
+    for i, (acc, source) in enumerate(items):
+        msg = acc.message
+        props = msg.get("traits") if acc.type in ("identify", "group") else msg.get("properties")
+        if acc.type == "group":
+            props = {**(props or {}), "groupId": msg.get("groupId")}
+        rows.append(
+            {
+                "source": source.name,
+                "key": acc.message_id,
+                "event_type": acc.type,
+                "name": acc.name,
+                "occurred_at": acc.occurred_at,
+                "channel": source.channel,
+                "user_id": user_ct[i],
+                "user_id_bidx": user_bx[i],
+                "anonymous_id": acc.anonymous_id,
+                "openid": open_ct[i],
+                "openid_bidx": open_bx[i],
+                "properties": orjson.dumps(scrub(props or {})).decode(),
+                "person_id": persons[i],
+                "received_at": received_at,
+                "context": orjson.dumps(scrub(msg.get("context") or {})).decode(),
+                "message": messages[i],
+                "identity": orjson.dumps(hints[i]).decode(),
+                "plan_violations": orjson.dumps(violations[i]).decode() if violations[i] else None,
+                "_run_id": "live",
+                "_ingested_at": received_at,
+                "_updated_at": received_at,
+            }
+        )
+    return rows

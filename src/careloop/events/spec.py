@@ -48,6 +48,7 @@ class Accepted:
     user_id: str | None
     anonymous_id: str | None
     message: dict[str, Any]  # the message as sent (batch context applied), kept whole, encrypted
+    timed: bool = True  # the sender gave a timestamp (occurred_at is not simply the receive time)
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,7 @@ def check(
         user_id=user_id,
         anonymous_id=anonymous_id,
         message=msg,
+        timed=msg.get("timestamp", msg.get("originalTimestamp")) is not None,
     )
 
 

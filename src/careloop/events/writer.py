@@ -15,6 +15,7 @@ import logging
 import queue
 import secrets
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -28,7 +29,7 @@ from careloop.clock import SYSTEM_CLOCK, Clock
 from careloop.errors import CareloopError
 from careloop.events.attribution import Attributor
 from careloop.events.metrics import EventMetrics
-from careloop.events.rows import event_row, identity_hints
+from careloop.events.rows import event_rows, identity_hints
 from careloop.events.sources import Source
 from careloop.events.spec import Accepted, Parsed, Rejected
 from careloop.events.stream import StoredEvent, Stream
@@ -37,8 +38,12 @@ from careloop.storage import Backend, WorkspaceStore
 
 log = logging.getLogger("careloop.events")
 
-#: earlier deliveries of a message are looked for among events received since (its time - this margin)
-DEDUPE_MARGIN = timedelta(days=1)
+#: Earlier deliveries of a message are looked for among the events received since its time minus a
+#: margin. With a sender timestamp the skew-corrected time (receivedAt - (sentAt - timestamp)) is the
+#: same for every delivery up to network transit, so a short margin is exact; without one the time is
+#: this delivery's own receipt, and the margin is how late a retry may come.
+DEDUPE_MARGIN_TIMED = timedelta(minutes=15)
+DEDUPE_MARGIN_UNTIMED = timedelta(days=1)
 
 
 class Overloaded(CareloopError):
@@ -89,7 +94,9 @@ class EventWriter:
         self._pending = 0
         self._pending_lock = threading.Lock()
         self._attributors: dict[str, Attributor] = {}
+        self._stores: dict[str, WorkspaceStore] = {}
         self._last_stamp: datetime | None = None
+        self._last_write = time.monotonic()
         self._thread: threading.Thread | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -148,10 +155,15 @@ class EventWriter:
             n += len(s.parsed.accepted)
         return batch
 
+    def idle_seconds(self) -> float:
+        """Seconds since the last write finished (0 while requests wait)."""
+        return 0.0 if self._pending else time.monotonic() - self._last_write
+
     def _write(self, batch: Sequence[_Submission | None]) -> None:
         subs = [s for s in batch if s is not None]
         if not subs:
             return
+        self._last_write = time.monotonic()
         try:
             published = self._commit(subs)
         except Exception as e:  # the requests get a 5xx and the SDKs retry; nothing was acknowledged
@@ -161,6 +173,7 @@ class EventWriter:
                     s.future.set_exception(e)
             published = []
         finally:
+            self._last_write = time.monotonic()
             with self._pending_lock:
                 self._pending -= sum(len(s.parsed.accepted) + len(s.parsed.rejected) for s in subs)
                 self.metrics.pending.set(self._pending)
@@ -172,6 +185,12 @@ class EventWriter:
                 log.exception(
                     "publishing %d stored events to the %s stream failed", len(published), self.stream.name
                 )
+
+    def _store(self, workspace: str) -> WorkspaceStore:
+        store = self._stores.get(workspace)
+        if store is None:
+            store = self._stores[workspace] = self.backend.workspace(workspace, create=False)
+        return store
 
     def _stamp(self) -> datetime:
         """The commit time of a batch, strictly increasing (processors resume after the last one seen)."""
@@ -190,11 +209,7 @@ class EventWriter:
         published: list[StoredEvent] = []
         with self.backend.transaction():
             for ws, group in by_ws.items():
-                published.extend(
-                    self._commit_workspace(
-                        self.backend.workspace(ws, create=False), group, receipts, received_at
-                    )
-                )
+                published.extend(self._commit_workspace(self._store(ws), group, receipts, received_at))
         for s in subs:
             r = receipts[id(s)]
             labels = (s.source.name,)
@@ -226,14 +241,22 @@ class EventWriter:
             attributor = self._attributors[store.workspace] = Attributor(store, clock=self.clock)
         hints = [identity_hints(acc, s.source, self.cipher) for s, acc in firsts]
         who = attributor.attribute(hints, [acc.anonymous_id for _, acc in firsts])
-        rows = []
-        violations_of: dict[tuple[str, str], int] = {}
-        for (s, acc), h, person in zip(firsts, hints, who.persons, strict=True):
-            v = s.source.plan.check(acc.type, acc.name, _props(acc))
-            if v:
-                violations_of[(s.source.name, acc.message_id)] = len(v)
-            rows.append(event_row(acc, s.source, self.cipher, received_at, h, v, person))
-        since = min((acc.occurred_at for _, acc in firsts), default=received_at) - DEDUPE_MARGIN
+        violations = [s.source.plan.check(acc.type, acc.name, _props(acc)) for s, acc in firsts]
+        violations_of = {
+            (s.source.name, acc.message_id): len(v)
+            for (s, acc), v in zip(firsts, violations, strict=True)
+            if v
+        }
+        rows = event_rows(
+            [(acc, s.source) for s, acc in firsts], self.cipher, received_at, hints, violations, who.persons
+        )
+        since = min(
+            (
+                acc.occurred_at - (DEDUPE_MARGIN_TIMED if acc.timed else DEDUPE_MARGIN_UNTIMED)
+                for _, acc in firsts
+            ),
+            default=received_at,
+        )
         inserted = set(store.insert_new("event", rows, ("source", "key"), recent=("received_at", since)))
         attributor.save(who)
         published, dup_rows = [], []

@@ -26,9 +26,11 @@ PREFIX = "v1"
 class FieldCipher:
     """Encrypts, decrypts and blind-indexes field values with one key ring."""
 
-    def __init__(self, ring: KeyRing) -> None:
+    def __init__(self, ring: KeyRing, *, bidx_cache: int = 200_000) -> None:
         self.ring = ring
         self._aead = {kid: AESGCM(key) for kid, key in ring.keys.items()}
+        self._bidx: dict[tuple[str, str], str] = {}  # live events repeat the same ids: skip the HMAC
+        self._bidx_cap = bidx_cache
 
     def encrypt(self, value: str | None, kind: str) -> str | None:
         return self.encrypt_many([value], kind)[0]
@@ -72,10 +74,20 @@ class FieldCipher:
         return out
 
     def blind_index_many(self, values: Iterable[str | None], kind: str) -> list[str | None]:
-        key, prefix, sha = self.ring.bidx_key, f"{kind}:".encode(), hashlib.sha256
-        return [
-            None if v is None else hmac.new(key, prefix + v.encode(), sha).hexdigest()[:32] for v in values
-        ]
+        key, prefix, sha, cache = self.ring.bidx_key, f"{kind}:".encode(), hashlib.sha256, self._bidx
+        out: list[str | None] = []
+        for v in values:
+            if v is None:
+                out.append(None)
+                continue
+            b = cache.get((kind, v))
+            if b is None:
+                b = hmac.new(key, prefix + v.encode(), sha).hexdigest()[:32]
+                if len(cache) >= self._bidx_cap:
+                    cache.clear()
+                cache[(kind, v)] = b
+            out.append(b)
+        return out
 
     def hmac_pads(self) -> tuple[bytes, bytes]:
         """The HMAC inner and outer padded keys, for computing blind indexes inside SQL engines."""

@@ -115,6 +115,16 @@ class Backend(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def serve_tuning(self, wal_checkpoint_bytes: int) -> None:  # noqa: B027 - optional hook
+        """Settings for a long-running server with many small commits (default: none)."""
+
+    def wal_bytes(self) -> int:
+        """Bytes of write-ahead log a `checkpoint` would fold into the database (0: not applicable)."""
+        return 0
+
+    def checkpoint(self) -> None:  # noqa: B027 - optional hook
+        """Fold the write-ahead log into the database file (engines that need it)."""
+
     @contextmanager
     def bulk_load(self) -> Iterator[None]:
         """Engine settings for a long load (default: none)."""

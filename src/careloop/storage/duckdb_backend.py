@@ -225,6 +225,19 @@ class DuckDBBackend(Backend):
             finally:
                 self._con.unregister(name)
 
+    def serve_tuning(self, wal_checkpoint_bytes: int) -> None:
+        # a checkpoint pauses every writer; a server lets the WAL grow and checkpoints when idle
+        with self._lock:
+            self._con.execute(f"SET checkpoint_threshold = '{int(wal_checkpoint_bytes)}B'").fetchall()
+
+    def wal_bytes(self) -> int:
+        wal = Path(self.path + ".wal")
+        return wal.stat().st_size if self.path != ":memory:" and wal.exists() else 0
+
+    def checkpoint(self) -> None:
+        with self._lock:
+            self._con.execute("CHECKPOINT").fetchall()
+
     def existing_columns(self, table: str) -> dict[str, str]:
         rows = self.fetch_rows(
             "SELECT column_name, data_type FROM information_schema.columns "

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
+from functools import cache
 
 from careloop.domain import entities, field_specs
 from careloop.domain.fields import INDEXED_PII, DataClass
@@ -390,8 +391,9 @@ def entity_tables() -> tuple[Table, ...]:
     return tuple(entity_table(n) for n in entities())
 
 
+@cache
 def all_tables() -> tuple[Table, ...]:
-    """Every table careloop's current code expects, in creation order."""
+    """Every table careloop's current code expects, in creation order (fixed while the process runs)."""
     return OPERATIONAL_TABLES + entity_tables() + IDENTITY_TABLES + EVENT_TABLES
 
 
@@ -402,5 +404,6 @@ def table(name: str) -> Table:
     raise KeyError(f"no table {name!r}")
 
 
+@cache
 def scoped_table_names() -> frozenset[str]:
     return frozenset(t.name for t in all_tables() if t.scoped)
