@@ -120,3 +120,35 @@ def test_demo_builds_persons_a_user_can_open(tmp_path: Path) -> None:
     assert 250 <= identity["persons"] < identity["records"]
     view = _json(["patient", "show", identity["example_person"]])
     assert isinstance(view, dict) and len(view["sources"]) > 3
+    # the demo's event source: an event for one of the app's users lands on that user's person
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from careloop.api import create_app
+    from careloop.storage import connect
+
+    events = out["events"]
+    key = Path(events["write_key_file"]).read_text().strip()
+    backend = connect()
+    try:
+        with TestClient(create_app(backend=backend)) as client:
+            r = client.post(
+                "/v1/track",
+                json={"userId": events["example_user_id"], "event": "app_opened", "messageId": "demo-1"},
+                headers={"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()},
+            )
+            assert r.status_code == 200, r.text
+        store = backend.workspace("default")
+        person = store.scalar("SELECT person_id FROM event WHERE key = 'demo-1'")
+        app_source = store.scalar(
+            "SELECT source FROM patient_identifier WHERE patient_key = :k AND kind = 'app_user_id'",
+            {"k": events["example_user_id"]},
+        )
+        linked = store.scalar(
+            "SELECT person_id FROM identity_link WHERE source = :s AND patient_key = :k",
+            {"s": app_source, "k": events["example_user_id"]},
+        )
+        assert person is not None and person == linked
+    finally:
+        backend.close()

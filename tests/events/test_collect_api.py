@@ -123,7 +123,7 @@ def test_malformed_messages_are_quarantined_with_a_problem_body(
 
 
 def test_auth_size_and_encoding_errors(app_key: tuple[TestClient, str, Backend]) -> None:
-    client, key, _ = app_key
+    client, key, backend = app_key
     assert client.post("/v1/track", json=_track("x")).status_code == 401
     assert client.post("/v1/track", json=_track("x"), headers=auth("clk_wrong")).status_code == 401
     big = {"batch": [_track(f"b{i}", properties={"pad": "x" * 30_000}) for i in range(20)]}
@@ -133,6 +133,9 @@ def test_auth_size_and_encoding_errors(app_key: tuple[TestClient, str, Backend])
     assert r.status_code == 400 and "not valid JSON" in r.json()["detail"]
     r = client.post("/v1/batch", content=b"abc", headers={**auth(key), "Content-Encoding": "gzip"})
     assert r.status_code == 400
+    q = backend.workspace("default").rows("SELECT field, reason FROM quarantine ORDER BY created_at")
+    assert [x["field"] for x in q] == ["body", "body"]  # unreadable bodies are kept, not lost
+    assert "not valid JSON" in q[0]["reason"] or "not valid JSON" in q[1]["reason"]
 
 
 def test_metrics_and_readiness(app_key: tuple[TestClient, str, Backend]) -> None:

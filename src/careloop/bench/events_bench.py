@@ -35,6 +35,7 @@ import orjson
 
 from careloop.bench.report import BenchResult
 from careloop.config import Settings
+from careloop.patients.indexes import ensure_lookup_indexes
 from careloop.storage import connect
 
 BATCH = 100
@@ -53,7 +54,7 @@ def _free_port() -> int:
 
 
 def seed_store(db: Path, patients: int, key_file: Path) -> None:
-    """`patients` patients of source app_db, each with an app user id linked to a person."""
+    """`patients` patients of source app_db, each with an app user id linked to a person; look-up indexes on."""
     from careloop.ingest.pipeline import Ingestor
 
     folder = db.parent / "seed"
@@ -77,6 +78,7 @@ def seed_store(db: Path, patients: int, key_file: Path) -> None:
                 ],
             )
             store.insert("person", [{"person_id": f"P{i}"} for i in ids])
+        ensure_lookup_indexes(backend)  # as `make demo` and `careloop patient index` leave the store
     finally:
         backend.close()
 

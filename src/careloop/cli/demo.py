@@ -60,6 +60,37 @@ def resolve_identity(workspace: str, quiet: bool) -> dict[str, Any]:
     }
 
 
+DEMO_SOURCE = "zhijiang-app"
+
+
+def demo_event_source(workspace: str) -> dict[str, Any]:
+    """An event source for the network's app (its userIds are the app's user ids), its write key kept in
+    `demo-write-key` beside the key file for the demo's curl example (a dev convenience: careloop itself
+    stores only hashes of write keys)."""
+    from careloop.cli._context import open_backend
+    from careloop.events.sources import create_source
+
+    key_file = demo_key_file()
+    with open_backend() as backend:
+        store = backend.workspace(workspace)
+        if not store.scalar("SELECT count(*) FROM event_source WHERE name = :n", {"n": DEMO_SOURCE}):
+            _, key = create_source(
+                store, DEMO_SOURCE, channel="app", user_id_kind="app_user_id", user_id_system="之江健康APP"
+            )
+            key_file.parent.mkdir(parents=True, exist_ok=True)
+            key_file.write_text(key + "\n", encoding="utf-8")
+            key_file.chmod(0o600)
+        example = store.scalar(
+            "SELECT min(patient_key) FROM patient_identifier WHERE kind = 'app_user_id' AND system = :s",
+            {"s": "之江健康APP"},
+        )
+    return {"source": DEMO_SOURCE, "write_key_file": str(key_file), "example_user_id": example}
+
+
+def demo_key_file() -> Path:
+    return get_settings().key_file.parent / "demo-write-key"
+
+
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     @handle_errors
@@ -85,12 +116,14 @@ def register(app: typer.Typer) -> None:
         data = prepare_data(data_dir, patients, seed, last_day, quiet=json)
         summary = run_ingest(data_dir, "parquet", None, None, None, quiet=json)
         identity = resolve_identity(summary.workspace, quiet=json)
+        events = demo_event_source(summary.workspace)
         out: dict[str, Any] = {
             "database_url": s.database_url,
             "workspace": summary.workspace,
             "data": {k: v for k, v in data.items() if k != "synth"},
             "ingest": summary.to_dict(),
             "identity": identity,
+            "events": events,
             "seconds": round(time.perf_counter() - started, 1),
         }
         if json:
@@ -117,5 +150,15 @@ def register(app: typer.Typer) -> None:
                 f"identity: {identity['records']:,} patient records -> {identity['persons']:,} persons "
                 f"({identity['households']:,} households). Try: careloop patient show {identity['example_person']}"
             )
+            key_file = demo_key_file()
+            if events["example_user_id"] and key_file.exists():
+                url = f"http://{host or s.api_host}:{port or s.api_port}"
+                console.print(
+                    f"events: source {events['source']} (write key in {key_file}). While the server runs, try:\n"
+                    f"  curl -u \"$(cat {key_file}):\" -H 'Content-Type: application/json' {url}/v1/track "
+                    f'-d \'{{"userId": "{events["example_user_id"]}", "event": "app_opened"}}\'',
+                    highlight=False,
+                    soft_wrap=True,
+                )
         if serve:
             serve_api(host or s.api_host, port or s.api_port)

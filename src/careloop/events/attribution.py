@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from careloop.clock import SYSTEM_CLOCK, Clock
-from careloop.patients.lookup import RecordRef, in_list
+from careloop.patients.lookup import RecordRef
 from careloop.storage import WorkspaceStore
 
 ANON = "anonymous_id"
@@ -144,10 +144,9 @@ class Attributor:
         for anon, person in result.stitched.items():
             by_person[person].append(anon)
         for person, anons in by_person.items():
-            lst, params = in_list("a", anons)
             self.store.execute(
-                f"UPDATE event SET person_id = :p WHERE person_id IS NULL AND anonymous_id IN {lst}",  # noqa: S608 - placeholders only
-                {**params, "p": person},
+                "UPDATE event SET person_id = :p WHERE person_id IS NULL AND anonymous_id = ANY(:a)",
+                {"a": anons, "p": person},
             )
         if len(self._ties) > self.cache_size:
             self._ties.clear()
@@ -159,13 +158,11 @@ class Attributor:
         wanted = {k for k in wanted if now - self._unknown.get(k, -1e9) > _NEGATIVE_TTL}
         if not wanted:
             return
-        for chunk in _chunks(sorted({b for _, b in wanted}), 500):
-            lst, params = in_list("b", chunk)
-            for r in self.store.tuples(
-                f"SELECT namespace, id_bidx, person_id FROM event_identity WHERE id_bidx IN {lst}",  # noqa: S608 - placeholders only
-                params,
-            ):
-                self._ties[(r[0], r[1])] = r[2]
+        for r in self.store.tuples(
+            "SELECT namespace, id_bidx, person_id FROM event_identity WHERE id_bidx = ANY(:b)",
+            {"b": sorted({b for _, b in wanted})},
+        ):
+            self._ties[(r[0], r[1])] = r[2]
         for k in wanted - self._ties.keys():
             self._unknown[k] = now
         if len(self._unknown) > self.cache_size:
@@ -185,8 +182,9 @@ class Attributor:
                 wanted.setdefault((idh["kind"], idh["ibidx"]), idh)
         found: dict[tuple[str, str], set[str]] = {}
         if person_ids:
-            lst, params = in_list("p", sorted(person_ids))
-            for r in self.store.tuples(f"SELECT person_id FROM person WHERE person_id IN {lst}", params):  # noqa: S608
+            for r in self.store.tuples(
+                "SELECT person_id FROM person WHERE person_id = ANY(:p)", {"p": sorted(person_ids)}
+            ):
                 found[("person_id", r[0])] = {r[0]}
         if not wanted:
             return found
@@ -199,28 +197,28 @@ class Attributor:
         return found
 
     def _owners(self, refs: set[RecordRef]) -> dict[RecordRef, str]:
-        """The person each record is linked to (one indexed IN list per 500 keys; pairs checked here)."""
+        """The person each record is linked to (keys matched in the query, (source, key) pairs here)."""
         out: dict[RecordRef, str] = {}
-        for chunk in _chunks(sorted({r.key for r in refs}), 500):
-            lst, params = in_list("k", chunk)
-            for source, key, person in self.store.tuples(
-                f"SELECT source, patient_key, person_id FROM identity_link WHERE patient_key IN {lst}",  # noqa: S608
-                params,
-            ):
-                ref = RecordRef(source, key)
-                if ref in refs:
-                    out[ref] = person
+        if not refs:
+            return out
+        for source, key, person in self.store.tuples(
+            "SELECT source, patient_key, person_id FROM identity_link WHERE patient_key = ANY(:k)",
+            {"k": sorted({r.key for r in refs})},
+        ):
+            ref = RecordRef(source, key)
+            if ref in refs:
+                out[ref] = person
         return out
 
     def _by_identifier(
         self, wanted: dict[tuple[str, str], dict[str, Any]], records: dict[tuple[str, str], set[RecordRef]]
     ) -> None:
         by_ibidx = {k[1]: k for k in wanted}
-        for chunk in _chunks(sorted(by_ibidx), 500):
-            lst, params = in_list("b", chunk)
+        if by_ibidx:
             rows = self.store.tuples(
-                f"SELECT source, patient_key, kind, system, value_bidx FROM patient_identifier WHERE value_bidx IN {lst}",  # noqa: S608
-                params,
+                "SELECT source, patient_key, kind, system, value_bidx FROM patient_identifier "
+                "WHERE value_bidx = ANY(:b)",
+                {"b": sorted(by_ibidx)},
             )
             for source, key, kind, system, b in rows:
                 want = by_ibidx[b]
@@ -241,16 +239,16 @@ class Attributor:
             by_fbidx = {h["fbidx"]: k for k, h in wanted.items() if h["kind"] == fld and h.get("fbidx")}
             if not by_fbidx:
                 continue
-            lst, params = in_list("b", sorted(by_fbidx))
+            params = {"b": sorted(by_fbidx)}
             for source, key, b in self.store.tuples(
-                f"SELECT source, key, {fld}_bidx FROM patient WHERE {fld}_bidx IN {lst}",  # noqa: S608 - fixed names
+                f"SELECT source, key, {fld}_bidx FROM patient WHERE {fld}_bidx = ANY(:b)",  # noqa: S608 - fixed names
                 params,
             ):
                 records[by_fbidx[b]].add(RecordRef(source, key))
             if fld == "email":
                 continue
             for pid, b in self.store.tuples(
-                f"SELECT person_id, {fld}_bidx FROM person WHERE {fld}_bidx IN {lst}",  # noqa: S608 - fixed names
+                f"SELECT person_id, {fld}_bidx FROM person WHERE {fld}_bidx = ANY(:b)",  # noqa: S608 - fixed names
                 params,
             ):
                 found.setdefault(by_fbidx[b], set()).add(pid)
@@ -287,11 +285,6 @@ def _tie_keys(h: dict[str, Any]) -> Iterable[tuple[str, str]]:
         yield (ANON, h["anon"])
 
 
-def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 def reattribute(store: WorkspaceStore, *, clock: Clock = SYSTEM_CLOCK, batch: int = 5000) -> dict[str, int]:
     """Attribute stored events that have no person yet (e.g. after identity resolution linked the records
     that name them); returns the events attributed per person."""
@@ -313,10 +306,9 @@ def reattribute(store: WorkspaceStore, *, clock: Clock = SYSTEM_CLOCK, batch: in
             if p is not None:
                 by_person[(p, r["source"])].append(r["key"])
         for (person, source), keys in by_person.items():
-            lst, params = in_list("k", keys)
             store.execute(
-                f"UPDATE event SET person_id = :p WHERE person_id IS NULL AND source = :s AND key IN {lst}",  # noqa: S608 - placeholders only
-                {**params, "p": person, "s": source},
+                "UPDATE event SET person_id = :p WHERE person_id IS NULL AND source = :s AND key = ANY(:k)",
+                {"k": keys, "p": person, "s": source},
             )
             done[person] += len(keys)
     return dict(done)

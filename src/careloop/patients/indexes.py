@@ -27,6 +27,7 @@ LOOKUP_COLUMNS: dict[str, tuple[str, ...]] = {
     "event": ("patient_key",),
     "consent": ("patient_key",),
     "message": ("patient_key",),
+    "event_identity": ("id_bidx",),
 }
 
 

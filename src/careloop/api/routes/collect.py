@@ -2,7 +2,8 @@
 
 Authenticated by a source's write key as the HTTP Basic user name (what the Segment and RudderStack
 SDKs send). 200 means every message is committed to the store; 400 (problem details) lists the
-messages kept in quarantine and why — the others in the same request are stored; 401 for an unknown
+messages kept in quarantine and why — the others in the same request are stored (a body that is not
+JSON at all is quarantined whole); 401 for an unknown
 key; 413 for a body over 500 KB; 503 with Retry-After when the writer is saturated.
 """
 
@@ -21,7 +22,16 @@ from fastapi.responses import JSONResponse, Response
 from careloop.errors import CareloopError
 from careloop.events.collector import Collector
 from careloop.events.sources import Source
-from careloop.events.spec import MAX_REQUEST_BYTES, TYPES, PayloadTooLarge, parse, read_body
+from careloop.events.spec import (
+    MAX_REQUEST_BYTES,
+    TYPES,
+    MalformedBody,
+    Parsed,
+    PayloadTooLarge,
+    Rejected,
+    parse,
+    read_body,
+)
 from careloop.events.writer import Overloaded
 
 router = APIRouter(tags=["collect"])
@@ -100,8 +110,12 @@ async def _collect(request: Request, call: str | None) -> Response:
         if source is None:
             raise Unauthorized("this write key belongs to no active source; check the key or create a source")
         raw = await _body(request)
-        body = read_body(raw, request.headers.get("content-encoding"))
-        parsed = parse(body, request.app.state.clock.now(), call_type=call)
+        try:
+            body = read_body(raw, request.headers.get("content-encoding"))
+            parsed = parse(body, request.app.state.clock.now(), call_type=call)
+        except MalformedBody as e:
+            # an authenticated sender's unreadable body is kept too (encrypted), with the reason
+            parsed = Parsed(rejected=[Rejected(0, call, "body", str(e), raw.decode("utf-8", "replace"))])
         receipt = await asyncio.wrap_future(collector.writer.submit(source, parsed))
     except CareloopError as e:
         reason = type(e).__name__
