@@ -163,8 +163,9 @@ class Attributor:
             {"b": sorted({b for _, b in wanted})},
         ):
             self._ties[(r[0], r[1])] = r[2]
-        for k in wanted - self._ties.keys():
-            self._unknown[k] = now
+        for k in wanted:  # (not `wanted - self._ties.keys()`: that walks the whole cache)
+            if k not in self._ties:
+                self._unknown[k] = now
         if len(self._unknown) > self.cache_size:
             self._unknown.clear()
 
