@@ -92,7 +92,7 @@ def build_collector(settings: Settings, backend: Backend, *, clock: Clock = SYST
     )
     processor = (
         StreamProcessor(
-            backend, stream, metrics=metrics, clock=clock, max_batch_events=settings.events_batch, linger=0.1
+            backend, stream, metrics=metrics, clock=clock, max_batch_events=settings.events_batch, linger=0.25
         )
         if settings.events_processor
         else None
