@@ -113,3 +113,30 @@ def test_source_commands_plan_violations_and_stats(tmp_path: Path) -> None:
     assert r.exit_code == 0 and "careapp" in r.stdout
     r = runner.invoke(app, ["events", "attribute", "--json"])
     assert orjson.loads(r.stdout) == {"persons_moved": 0, "persons_released": 0, "events_attributed": 0}
+
+
+def test_rotating_and_disabling_a_write_key() -> None:
+    runner = CliRunner()
+    old = orjson.loads(runner.invoke(app, ["source", "create", "web", "--channel", "web", "--json"]).stdout)[
+        "write_key"
+    ]
+    new = orjson.loads(runner.invoke(app, ["source", "rotate-key", "web", "--json"]).stdout)["write_key"]
+    assert new != old
+
+    def status(key: str) -> int:
+        backend = connect()
+        try:
+            with TestClient(create_app(backend=backend)) as client:
+                headers = {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+                body = {"userId": "u1", "event": "page_viewed"}
+                return client.post("/v1/track", json=body, headers=headers).status_code
+        finally:
+            backend.close()
+
+    assert status(old) == 401 and status(new) == 200
+    assert runner.invoke(app, ["source", "disable", "web"]).exit_code == 0
+    assert status(new) == 401
+    assert runner.invoke(app, ["source", "enable", "web"]).exit_code == 0
+    assert status(new) == 200
+    r = runner.invoke(app, ["source", "rotate-key", "nope"])
+    assert r.exit_code == 1 and "careloop source create nope" in r.output

@@ -32,6 +32,8 @@ class BenchResult:
     baseline_name: str
     command: str
     details: dict[str, object] = field(default_factory=dict)
+    note: str = ""  # shown after careloop's figure (e.g. its p50)
+    baseline_note: str = ""  # shown after the baseline's figure
 
     @property
     def ratio(self) -> float:
@@ -39,10 +41,15 @@ class BenchResult:
 
     def row(self, machine: str, when: datetime) -> str:
         return (
-            f"| {self.scenario} | {self.size} | {_num(self.figure)} {self.unit} | "
-            f"{_num(self.baseline)} {self.unit} ({self.baseline_name}) | {self.ratio:.2f} | {machine} | "
+            f"| {self.scenario} | {self.size} | {_num(self.figure)} {self.unit}{_paren(self.note)} | "
+            f"{_num(self.baseline)} {self.unit}{_paren(self.baseline_note)} ({self.baseline_name}) | "
+            f"{self.ratio:.2f} | {machine} | "
             f"{when:%Y-%m-%d} | `{self.command}` |"
         )
+
+
+def _paren(note: str) -> str:
+    return f" ({note})" if note else ""
 
 
 def _num(x: float) -> str:

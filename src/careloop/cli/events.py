@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
             return
         print_table(
             "event sources",
-            ["source", "channel", "userId kind", "system", "key ends", "planned events", "created"],
+            ["source", "channel", "userId kind", "system", "key ends", "planned events", "active", "created"],
             [
                 (
                     r["name"],
@@ -95,11 +95,53 @@ def register(app: typer.Typer) -> None:
                     r["user_id_system"],
                     "…" + r["key_hint"],
                     len((r["plan"] or {}).get("events", {})),
+                    "yes" if r["active"] else "no",
                     r["created_at"],
                 )
                 for r in rows
             ],
         )
+
+    @source.command("rotate-key")
+    @handle_errors
+    def rotate(
+        name: str = typer.Argument(..., help="source name"),
+        workspace: str | None = WorkspaceOpt,
+        json: bool = JsonOpt,
+    ) -> None:
+        """Issue a new write key; the old one stops working (running servers forget it within 30 s)."""
+        from careloop.events.sources import rotate_key
+
+        with open_backend() as backend:
+            key = rotate_key(backend.workspace(workspace_name(workspace)), name)
+        if json:
+            print_json({"source": name, "write_key": key})
+            return
+        console.print(f"new write key of {name}: [bold]{key}[/]  (shown once)")
+
+    @source.command("disable")
+    @handle_errors
+    def disable(
+        name: str = typer.Argument(..., help="source name"), workspace: str | None = WorkspaceOpt
+    ) -> None:
+        """Refuse the source's requests (401) from now on (within 30 s on running servers); events stay."""
+        from careloop.events.sources import set_active
+
+        with open_backend() as backend:
+            set_active(backend.workspace(workspace_name(workspace)), name, False)
+        console.print(f"source {name} disabled; `careloop source enable {name}` undoes it")
+
+    @source.command("enable")
+    @handle_errors
+    def enable(
+        name: str = typer.Argument(..., help="source name"), workspace: str | None = WorkspaceOpt
+    ) -> None:
+        """Accept a disabled source's requests again."""
+        from careloop.events.sources import set_active
+
+        with open_backend() as backend:
+            set_active(backend.workspace(workspace_name(workspace)), name, True)
+        console.print(f"source {name} enabled")
 
     @source.command("plan")
     @handle_errors

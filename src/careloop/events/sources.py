@@ -106,6 +106,23 @@ def create_source(
     return Source(store.workspace, name, channel, user_id_kind, user_id_system, plan), write_key
 
 
+def rotate_key(store: WorkspaceStore, name: str) -> str:
+    """Give a source a new write key; the old one stops working (servers forget it within 30 s)."""
+    get_source(store, name)
+    write_key = "clk_" + secrets.token_urlsafe(32)
+    store.execute(
+        "UPDATE event_source SET write_key_hash = :h, key_hint = :hint WHERE name = :n",
+        {"h": hash_key(write_key), "hint": write_key[-4:], "n": name},
+    )
+    return write_key
+
+
+def set_active(store: WorkspaceStore, name: str, active: bool) -> None:
+    """Disable (requests get 401) or re-enable a source; its stored events stay."""
+    get_source(store, name)
+    store.execute("UPDATE event_source SET active = :a WHERE name = :n", {"a": active, "n": name})
+
+
 def set_plan(store: WorkspaceStore, name: str, plan: TrackingPlan) -> None:
     get_source(store, name)
     store.execute(
