@@ -140,3 +140,22 @@ def test_rotating_and_disabling_a_write_key() -> None:
     assert status(new) == 200
     r = runner.invoke(app, ["source", "rotate-key", "nope"])
     assert r.exit_code == 1 and "careloop source create nope" in r.output
+
+
+def test_quarantined_messages_are_shown_masked() -> None:
+    from careloop.ingest.quarantine import mask_raw
+
+    shown = mask_raw(
+        "event",
+        {
+            "userId": "user-123456",
+            "type": "identify",
+            "traits": {"phone": "13812345678", "name": "王小明", "plan": "gold"},
+            "context": {"traits": {"idNumber": "11010519491231002X"}},
+            "properties": {"note": "call 13912345678"},
+        },
+    )
+    assert shown["userId"] == "us****56" and shown["traits"]["phone"] == "138****5678"
+    assert shown["traits"]["name"] == "王*明" and shown["traits"]["plan"] == "gold"
+    assert shown["context"]["traits"]["idNumber"] == "1101**********002X"
+    assert "13912345678" not in str(shown)

@@ -19,42 +19,10 @@ from careloop.events.sources import Source
 from careloop.events.spec import Accepted
 from careloop.ingest.quarantine import mask_text
 from careloop.patients.lookup import normalise_phone
-from careloop.privacy.fields import FieldCipher
+from careloop.privacy.fields import FieldCipher, pii_kind
 
-#: property / trait keys holding personal identifiers (compared lower-case, without _ - and spaces)
-PII_KEYS = {
-    "phone": "phone",
-    "mobile": "phone",
-    "tel": "phone",
-    "telephone": "phone",
-    "phonenumber": "phone",
-    "mobilephone": "phone",
-    "name": "name",
-    "firstname": "name",
-    "lastname": "name",
-    "fullname": "name",
-    "realname": "name",
-    "username": "name",
-    "email": "email",
-    "idnumber": "id_number",
-    "idcard": "id_number",
-    "idcardnumber": "id_number",
-    "address": "address",
-    "birthday": "birthday",
-    "birthdate": "birthday",
-    "openid": "openid",
-    "unionid": "unionid",
-    "hisnumber": "his_number",
-    "insurancenumber": "insurance_number",
-    "bankcard": "bank_card",
-    "passport": "passport",
-}
 #: identifiers in traits that can find a patient, and the field-level blind-index kind of each
 _LOOKUP_KINDS = ("phone", "id_number", "email", "unionid", "openid")
-
-
-def pii_kind(key: str) -> str | None:
-    return PII_KEYS.get(key.lower().replace("_", "").replace("-", "").replace(" ", ""))
 
 
 def scrub(value: Any) -> Any:

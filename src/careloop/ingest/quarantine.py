@@ -12,7 +12,7 @@ import orjson
 
 from careloop.config import get_settings
 from careloop.domain import entities, field_specs
-from careloop.privacy.fields import FieldCipher, mask
+from careloop.privacy.fields import PII_KEYS, FieldCipher, mask
 from careloop.privacy.keys import load_keyring
 from careloop.storage.workspace import WorkspaceStore
 
@@ -47,6 +47,10 @@ def mask_raw(entity: str, raw: Any) -> Any:
                 pii[spec.name] = str(spec.pii)
             elif spec.py_type is not dict:
                 plain.add(spec.name)
+    if entity == "event":  # live events are quarantined as the Segment-spec message that was sent
+        pii.update({k: kind for k, kind in PII_KEYS.items()})
+        pii.update({"userId": "app_user_id", "previousId": "app_user_id"})
+        plain -= {"name"}
     return _mask(raw, pii, plain)
 
 
@@ -54,8 +58,9 @@ def _mask(value: Any, pii: dict[str, str], plain: set[str]) -> Any:
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
-            if k in pii and isinstance(v, str):
-                out[k] = mask(v, pii[k])
+            kind = pii.get(k) or pii.get(k.lower().replace("_", "").replace("-", ""))
+            if kind is not None and isinstance(v, str | int) and not isinstance(v, bool):
+                out[k] = mask(str(v), kind)
             elif k in plain and not isinstance(v, dict | list):
                 out[k] = v  # a known field that holds no personal identifier
             elif k in _FHIR_PII_KEYS and v is not None:

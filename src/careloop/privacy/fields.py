@@ -117,3 +117,37 @@ def mask(value: str | None, kind: str) -> str | None:
     if kind == "address":
         return v[:6] + "****"
     return v[:2] + "****" + v[-2:] if len(v) > 6 else "****"
+
+
+#: keys of free-form JSON (event properties, traits, context) holding personal identifiers (compared lower-case, without _ - and spaces)
+PII_KEYS = {
+    "phone": "phone",
+    "mobile": "phone",
+    "tel": "phone",
+    "telephone": "phone",
+    "phonenumber": "phone",
+    "mobilephone": "phone",
+    "name": "name",
+    "firstname": "name",
+    "lastname": "name",
+    "fullname": "name",
+    "realname": "name",
+    "username": "name",
+    "email": "email",
+    "idnumber": "id_number",
+    "idcard": "id_number",
+    "idcardnumber": "id_number",
+    "address": "address",
+    "birthday": "birthday",
+    "birthdate": "birthday",
+    "openid": "openid",
+    "unionid": "unionid",
+    "hisnumber": "his_number",
+    "insurancenumber": "insurance_number",
+    "bankcard": "bank_card",
+    "passport": "passport",
+}
+
+
+def pii_kind(key: str) -> str | None:
+    return PII_KEYS.get(key.lower().replace("_", "").replace("-", "").replace(" ", ""))
