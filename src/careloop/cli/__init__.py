@@ -31,9 +31,21 @@ def main(
 
 
 def _register_all() -> None:
-    from careloop.cli import bench, data, demo, events, identity, ingest, patient, quarantine, serve, synth
+    from careloop.cli import (
+        adherence,
+        bench,
+        data,
+        demo,
+        events,
+        identity,
+        ingest,
+        patient,
+        quarantine,
+        serve,
+        synth,
+    )
 
-    for module in (synth, ingest, quarantine, data, demo, serve, bench, identity, patient, events):
+    for module in (synth, ingest, quarantine, data, demo, serve, bench, identity, patient, events, adherence):
         module.register(app)
 
 

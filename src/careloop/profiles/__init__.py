@@ -1,0 +1,1 @@
+"""Understanding each patient: adherence (PDC / MPR) today; traits, tags and segments as they land."""
