@@ -146,6 +146,7 @@ PII_KEYS = {
     "insurancenumber": "insurance_number",
     "bankcard": "bank_card",
     "passport": "passport",
+    "ip": "ip",  # context.ip: an IP address can identify a person (PIPL Art 4)
 }
 
 
