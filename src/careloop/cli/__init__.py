@@ -43,9 +43,23 @@ def _register_all() -> None:
         quarantine,
         serve,
         synth,
+        traits,
     )
 
-    for module in (synth, ingest, quarantine, data, demo, serve, bench, identity, patient, events, adherence):
+    for module in (
+        synth,
+        ingest,
+        quarantine,
+        data,
+        demo,
+        serve,
+        bench,
+        identity,
+        patient,
+        events,
+        adherence,
+        traits,
+    ):
         module.register(app)
 
 

@@ -387,6 +387,28 @@ EVENT_TABLES: tuple[Table, ...] = (
 )
 
 
+#: Profiles (careloop.profiles): trait values per unified patient. A trait may be keyed (e.g. PDC per
+#: drug class); scalar traits have key ''. One typed slot holds the value: number, text or time.
+PROFILE_TABLES: tuple[Table, ...] = (
+    Table(
+        "trait_value",
+        (
+            WORKSPACE,
+            _op("person_id", T, False),
+            _op("trait", T, False),
+            _op("key", T, False),
+            _op("value_num", D),
+            _op("value_text", T),
+            _op("value_time", TS),
+            _op("computed_at", TS),
+            _op("as_of", TS),  # the date the value describes (windows end there)
+        ),
+        unique=("workspace_id", "person_id", "trait", "key"),
+        indexes=(("workspace_id", "trait"),),
+    ),
+)
+
+
 def entity_tables() -> tuple[Table, ...]:
     return tuple(entity_table(n) for n in entities())
 
@@ -394,7 +416,7 @@ def entity_tables() -> tuple[Table, ...]:
 @cache
 def all_tables() -> tuple[Table, ...]:
     """Every table careloop's current code expects, in creation order (fixed while the process runs)."""
-    return OPERATIONAL_TABLES + entity_tables() + IDENTITY_TABLES + EVENT_TABLES
+    return OPERATIONAL_TABLES + entity_tables() + IDENTITY_TABLES + EVENT_TABLES + PROFILE_TABLES
 
 
 def table(name: str) -> Table:

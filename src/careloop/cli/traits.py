@@ -1,0 +1,123 @@
+"""`careloop traits`: compute, list and show the traits that describe each unified patient."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import typer
+
+from careloop.cli._common import JsonOpt, console, handle_errors, print_json, print_table
+from careloop.cli._context import open_backend, workspace_name
+from careloop.errors import ConfigError
+
+WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="default: CARELOOP_WORKSPACE or 'default'")
+DefsOpt = typer.Option(
+    None, "--definitions", help="trait definitions YAML (default: careloop's, see docs/traits.md)"
+)
+
+
+def register(app: typer.Typer) -> None:
+    traits = typer.Typer(help="Traits of each unified patient (declared in YAML).", no_args_is_help=True)
+
+    @traits.command("list")
+    @handle_errors
+    def list_(definitions: Path | None = DefsOpt, json: bool = JsonOpt) -> None:
+        """The trait definitions: what each trait means and how it is computed."""
+        from dataclasses import asdict
+
+        from careloop.profiles.traits import load_traits
+
+        ts = load_traits(definitions)
+        rows = [asdict(d) for d in ts.traits.values()]
+        if json:
+            print_json({"version": ts.version, "traits": rows})
+            return
+        print_table(
+            f"traits (definitions version {ts.version})",
+            ["trait", "computed as", "window", "description"],
+            [
+                (
+                    d["name"],
+                    d["builtin"]
+                    or f"{d['aggregate']}({d['of'] or '*'}) of {d['source']}"
+                    + (f" where {d['where']}" if d["where"] else ""),
+                    f"{d['window_days']} d" if d["window_days"] else "all",
+                    d["description"],
+                )
+                for d in rows
+            ],
+        )
+
+    @traits.command("compute")
+    @handle_errors
+    def compute(
+        as_of: str | None = typer.Option(None, "--as-of", help="the day windows end on (default: today)"),
+        only: list[str] | None = typer.Option(None, "--trait", help="compute only this trait (repeatable)"),
+        definitions: Path | None = DefsOpt,
+        workspace: str | None = WorkspaceOpt,
+        json: bool = JsonOpt,
+    ) -> None:
+        """Compute traits for every person (run after ingestion and `careloop identity resolve`)."""
+        from careloop.profiles.traits import compute_traits, load_traits
+
+        try:
+            day = date.fromisoformat(as_of) if as_of else None
+        except ValueError:
+            raise ConfigError(f"--as-of must be a date like 2026-10-31, not {as_of!r}") from None
+        ts = load_traits(definitions)
+        with open_backend() as backend:
+            summary = compute_traits(
+                backend.workspace(workspace_name(workspace)), ts, as_of=day, only=only, clock=backend.clock
+            )
+        if json:
+            print_json(summary.as_dict())
+            return
+        print_table(
+            f"traits as of {summary.as_of:%Y-%m-%d} ({summary.seconds} s)",
+            ["trait", "values"],
+            [(k, f"{v:,}") for k, v in summary.per_trait.items()],
+        )
+        console.print(f"{summary.values:,} values for {summary.persons:,} persons")
+
+    @traits.command("show")
+    @handle_errors
+    def show(
+        person: str = typer.Argument(..., help="unified person id"),
+        workspace: str | None = WorkspaceOpt,
+        json: bool = JsonOpt,
+    ) -> None:
+        """A person's trait values (as last computed)."""
+        from careloop.errors import NotFoundError
+        from careloop.profiles.traits import person_traits
+
+        with open_backend() as backend:
+            store = backend.workspace(workspace_name(workspace))
+            if not store.scalar("SELECT count(*) FROM person WHERE person_id = :p", {"p": person}):
+                raise NotFoundError(
+                    f"no person {person!r}; find one with `careloop patient find --phone ...`"
+                )
+            rows = person_traits(store, person)
+        if json:
+            print_json(rows)
+            return
+        if not rows:
+            console.print(f"{person} has no trait values yet; run `careloop traits compute`")
+            return
+        print_table(
+            f"traits of {person}",
+            ["trait", "key", "value", "as of"],
+            [
+                (
+                    r["trait"],
+                    r["key"],
+                    r["value_text"]
+                    if r["value_text"] is not None
+                    else (r["value_time"] if r["value_time"] is not None else round(r["value_num"], 4)),
+                    f"{r['as_of']:%Y-%m-%d}" if r["as_of"] else "",
+                )
+                for r in rows
+            ],
+        )
+
+    app.add_typer(traits, name="traits")

@@ -1,0 +1,320 @@
+"""Traits: values that describe each unified patient, declared in YAML and computed on any backend.
+
+An **aggregate** trait counts, sums or takes the min / max / average of one entity's rows of the person
+(every source's records, through identity links; live events through their attribution) whose time falls
+in a window ending on the as-of date, optionally filtered by field values. Field names are checked
+against the entity's schema and values travel as query parameters, so a definition cannot inject SQL.
+**Builtin** traits are computed by careloop: `age`, `age_band` (from the golden record's birth date)
+and `adherence` (PDC per drug class, with MPR, adherent flag and refill run-out date as sibling traits;
+see `careloop.profiles.adherence`).
+
+Values land in `trait_value` (one row per person, trait and key), replacing the previous values of the
+traits computed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import yaml
+
+from careloop.clock import SYSTEM_CLOCK, Clock
+from careloop.config import get_settings
+from careloop.domain import entities, field_specs
+from careloop.errors import ConfigError
+from careloop.profiles.adherence import Fill, class_adherence
+from careloop.storage import WorkspaceStore
+
+AGGREGATES = ("count", "count_distinct", "sum", "min", "max", "avg")
+BUILTINS = ("age", "age_band", "adherence")
+AGE_BANDS = (
+    (14, "<14"),
+    (25, "14-24"),
+    (35, "25-34"),
+    (45, "35-44"),
+    (55, "45-54"),
+    (65, "55-64"),
+    (75, "65-74"),
+)
+
+
+@dataclass(frozen=True)
+class TraitDef:
+    name: str
+    description: str = ""
+    type: str = "number"  # number | text | time
+    source: str | None = None  # entity ("from")
+    aggregate: str | None = None
+    of: str | None = None
+    time: str | None = None
+    window_days: int | None = None
+    where: dict[str, Any] = field(default_factory=dict)
+    builtin: str | None = None
+
+
+@dataclass
+class TraitSet:
+    version: int
+    traits: dict[str, TraitDef]
+
+
+def load_traits(path: Path | None = None) -> TraitSet:
+    """The trait definitions of `path`, or careloop's shipped ones; every definition is checked."""
+    try:
+        text = (
+            path.read_text(encoding="utf-8")
+            if path
+            else resources.files("careloop.profiles").joinpath("traits.yaml").read_text(encoding="utf-8")
+        )
+        data = yaml.safe_load(text) or {}
+    except OSError as e:
+        raise ConfigError(f"cannot read trait definitions {path}: {e}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"trait definitions {path} are not valid YAML: {e}") from e
+    origin = str(path or "traits.yaml")
+    raw = data.get("traits") if isinstance(data, dict) else None
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{origin}: expected `traits:` mapping names to definitions (see docs/traits.md)")
+    defs = {str(name): _check(str(name), spec or {}, origin) for name, spec in raw.items()}
+    return TraitSet(int(data.get("version", 1)), defs)
+
+
+def _check(name: str, spec: dict[str, Any], origin: str) -> TraitDef:
+    where = f"{origin}: trait {name!r}"
+    if not name.replace("_", "").isalnum() or not name[0].isalpha():
+        raise ConfigError(f"{where}: names are letters, digits and '_' and start with a letter")
+    if spec.get("builtin"):
+        if spec["builtin"] not in BUILTINS:
+            raise ConfigError(f"{where}: builtin {spec['builtin']!r} is not one of {', '.join(BUILTINS)}")
+        typ = "text" if spec["builtin"] == "age_band" else "number"
+        return TraitDef(
+            name,
+            spec.get("description", ""),
+            typ,
+            builtin=spec["builtin"],
+            window_days=spec.get("window_days"),
+        )
+    entity = spec.get("from")
+    if entity not in entities():
+        raise ConfigError(f"{where}: `from` must name an entity ({', '.join(sorted(entities()))})")
+    fields = {f.name: f for f in field_specs(entities()[entity])}
+    agg = spec.get("aggregate")
+    if agg not in AGGREGATES:
+        raise ConfigError(f"{where}: `aggregate` must be one of {', '.join(AGGREGATES)}")
+    of = spec.get("of")
+    if agg != "count" and of not in fields:
+        raise ConfigError(f"{where}: `of` must be a field of {entity}: {', '.join(fields)}")
+    t = spec.get("time")
+    if t is not None and (t not in fields or fields[t].py_type not in (datetime, date)):
+        raise ConfigError(f"{where}: `time` must be a date or time field of {entity}")
+    window = spec.get("window_days")
+    if window is not None and (not isinstance(window, int) or window < 1):
+        raise ConfigError(f"{where}: `window_days` must be a whole number of days >= 1")
+    if window is not None and t is None:
+        raise ConfigError(f"{where}: a window needs `time`: the field it applies to")
+    conds = spec.get("where") or {}
+    if not isinstance(conds, dict) or any(k not in fields for k in conds):
+        raise ConfigError(f"{where}: `where` maps fields of {entity} to a value or a list of values")
+    if any(fields[k].pii for k in conds) or (of and fields[of].pii):
+        raise ConfigError(f"{where}: traits cannot filter on or aggregate personal identifiers")
+    typ = spec.get(
+        "type",
+        "time"
+        if agg in ("min", "max") and of in fields and fields[of].py_type in (datetime, date)
+        else "number",
+    )
+    if typ not in ("number", "time"):
+        raise ConfigError(f"{where}: `type` is number or time")
+    return TraitDef(name, spec.get("description", ""), typ, entity, agg, of, t, window, dict(conds))
+
+
+@dataclass
+class ComputeSummary:
+    as_of: datetime
+    traits: int
+    values: int
+    persons: int
+    seconds: float
+    per_trait: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def compute_traits(
+    store: WorkspaceStore,
+    traitset: TraitSet | None = None,
+    *,
+    as_of: date | None = None,
+    only: list[str] | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> ComputeSummary:
+    """Compute the traits (all, or `only` these) for every person and replace their stored values."""
+    started = time.perf_counter()
+    traitset = traitset or load_traits()
+    names = only or list(traitset.traits)
+    unknown = [n for n in names if n not in traitset.traits]
+    if unknown:
+        raise ConfigError(f"unknown trait(s) {', '.join(unknown)}; `careloop traits list` shows them")
+    tz = ZoneInfo(get_settings().timezone)  # days are the patients' local days
+    day = as_of or clock.now().astimezone(tz).date()
+    end = datetime.combine(day, dtime.max, tzinfo=tz)  # windows end on the as-of day, inclusive
+    now = clock.now()
+    per_trait: dict[str, int] = {}
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        d = traitset.traits[name]
+        got = _builtin(store, d, day, tz) if d.builtin else _aggregate(store, d, end)
+        per_trait[name] = len(got)
+        for r in got:
+            rows.append({**r, "computed_at": now, "as_of": end})
+    computed = sorted({r["trait"] for r in rows} | set(names) | _siblings(traitset, names))
+    with store.backend.transaction():
+        store.execute("DELETE FROM trait_value WHERE trait = ANY(:t)", {"t": computed})
+        for start in range(0, len(rows), 200_000):
+            store.insert("trait_value", rows[start : start + 200_000])
+    return ComputeSummary(
+        as_of=end,
+        traits=len(names),
+        values=len(rows),
+        persons=len({r["person_id"] for r in rows}),
+        seconds=round(time.perf_counter() - started, 3),
+        per_trait=per_trait,
+    )
+
+
+def _siblings(traitset: TraitSet, names: list[str]) -> set[str]:
+    out: set[str] = set()
+    for n in names:
+        if traitset.traits[n].builtin == "adherence":
+            out |= {f"{n}_mpr", f"{n}_adherent", f"{n}_run_out"}
+    return out
+
+
+def _aggregate(store: WorkspaceStore, d: TraitDef, end: datetime) -> list[dict[str, Any]]:
+    assert d.source is not None and d.aggregate is not None
+    col = "e.key" if d.aggregate == "count" else f"e.{d.of}"
+    fn = {"count": "count({})", "count_distinct": "count(DISTINCT {})"}.get(d.aggregate, d.aggregate + "({})")
+    person = "l.person_id"
+    join = "JOIN identity_link l ON l.source = e.source AND l.patient_key = e.patient_key"
+    if d.source == "event":  # live events carry their person; file events go through their record
+        person = "coalesce(e.person_id, l.person_id)"
+        join = "LEFT JOIN identity_link l ON l.source = e.source AND l.patient_key = e.patient_key"
+    params: dict[str, Any] = {"end": end}
+    conds = []
+    if d.time:
+        conds.append(f"e.{d.time} <= :end")
+        if d.window_days:
+            conds.append(f"e.{d.time} > :start")
+            params["start"] = end - timedelta(days=d.window_days)
+    for i, (k, v) in enumerate(sorted(d.where.items())):
+        if isinstance(v, list):
+            conds.append(f"e.{k} = ANY(:w{i})")
+            params[f"w{i}"] = [str(x) for x in v]
+        else:
+            conds.append(f"e.{k} = :w{i}")
+            params[f"w{i}"] = v if isinstance(v, bool | int | float) else str(v)
+    where = " AND ".join([f"{person} IS NOT NULL", *conds])
+    sql = f"SELECT {person} AS person_id, {fn.format(col)} AS v FROM {d.source} e {join} WHERE {where} GROUP BY 1"  # noqa: S608 - names checked by _check, values are parameters
+    out = []
+    for pid, v in store.tuples(sql, params):
+        if v is None:
+            continue
+        row: dict[str, Any] = {
+            "person_id": pid,
+            "trait": d.name,
+            "key": "",
+            "value_num": None,
+            "value_text": None,
+            "value_time": None,
+        }
+        if d.type == "time":
+            row["value_time"] = (
+                v if isinstance(v, datetime) else datetime.combine(v, dtime.min, tzinfo=end.tzinfo)
+            )
+        else:
+            row["value_num"] = float(v)
+        out.append(row)
+    return out
+
+
+def _builtin(store: WorkspaceStore, d: TraitDef, day: date, tz: ZoneInfo) -> list[dict[str, Any]]:
+    if d.builtin in ("age", "age_band"):
+        out = []
+        for pid, birth in store.tuples(
+            "SELECT person_id, birth_date FROM person WHERE birth_date IS NOT NULL"
+        ):
+            years = day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
+            if years < 0:
+                continue
+            row: dict[str, Any] = {
+                "person_id": pid,
+                "trait": d.name,
+                "key": "",
+                "value_num": None,
+                "value_text": None,
+                "value_time": None,
+            }
+            if d.builtin == "age":
+                row["value_num"] = float(years)
+            else:
+                row["value_text"] = next((label for limit, label in AGE_BANDS if years < limit), "75+")
+            out.append(row)
+        return out
+    return _adherence(store, d, day, tz)
+
+
+def _adherence(store: WorkspaceStore, d: TraitDef, day: date, tz: ZoneInfo) -> list[dict[str, Any]]:
+    window = d.window_days or 365
+    period_start = day - timedelta(days=window - 1)
+    since = datetime.combine(period_start - timedelta(days=365), dtime.min, tzinfo=tz)  # supply carried in
+    until = datetime.combine(day, dtime.max, tzinfo=tz)
+    fills: dict[tuple[str, str], list[Fill]] = {}
+    for pid, drug, cls, at, days in store.tuples(
+        "SELECT l.person_id, e.drug_code, e.drug_class, e.dispensed_at, e.days_supply FROM dispense e "
+        "JOIN identity_link l ON l.source = e.source AND l.patient_key = e.patient_key "
+        "WHERE e.dispensed_at >= :since AND e.dispensed_at <= :until AND e.days_supply > 0",
+        {"since": since, "until": until},
+    ):
+        klass = cls or drug
+        fills.setdefault((pid, klass), []).append(Fill(pid, drug, klass, _local_day(at, tz), int(days)))
+    out: list[dict[str, Any]] = []
+    for (pid, klass), group in sorted(fills.items()):
+        a = class_adherence(pid, klass, group, period_start, day)
+        if not a.eligible:
+            continue
+        base = {"person_id": pid, "key": klass, "value_num": None, "value_text": None, "value_time": None}
+        out.append({**base, "trait": d.name, "value_num": a.pdc})
+        out.append({**base, "trait": f"{d.name}_mpr", "value_num": a.mpr})
+        out.append({**base, "trait": f"{d.name}_adherent", "value_num": 1.0 if a.adherent else 0.0})
+        if a.run_out_date:
+            out.append(
+                {
+                    **base,
+                    "trait": f"{d.name}_run_out",
+                    "value_time": datetime.combine(a.run_out_date, dtime.min, tzinfo=tz),
+                }
+            )
+    return out
+
+
+def _local_day(at: Any, tz: ZoneInfo) -> date:
+    if isinstance(at, datetime):
+        return (at.astimezone(tz) if at.tzinfo else at).date()
+    return at  # type: ignore[no-any-return]
+
+
+def person_traits(store: WorkspaceStore, person_id: str) -> list[dict[str, Any]]:
+    """A person's stored trait values, by trait and key."""
+    return store.rows(
+        "SELECT trait, key, value_num, value_text, value_time, as_of, computed_at FROM trait_value WHERE person_id = :p "
+        "ORDER BY trait, key",
+        {"p": person_id},
+    )

@@ -1,0 +1,216 @@
+"""Traits from every source of a person, on DuckDB and PostgreSQL: windows, filters, builtins, adherence."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from careloop.errors import ConfigError
+from careloop.profiles.traits import compute_traits, load_traits, person_traits
+from careloop.storage import Backend
+
+AS_OF = date(2026, 10, 31)
+
+
+def at(y: int, m: int, d: int) -> datetime:
+    return datetime(y, m, d, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(backend: Backend):  # type: ignore[no-untyped-def]
+    s = backend.workspace("default")
+    # person P1 has records in two sources (his, pharmacy); P2 one; the record x9 is linked to nobody
+    s.insert(
+        "identity_link",
+        [
+            {"source": "his", "patient_key": "h1", "person_id": "P1", "rule": "id_number"},
+            {"source": "pharmacy", "patient_key": "r1", "person_id": "P1", "rule": "id_number"},
+            {"source": "his", "patient_key": "h2", "person_id": "P2", "rule": "alone"},
+        ],
+    )
+    s.insert(
+        "person",
+        [
+            {"person_id": "P1", "birth_date": date(1970, 11, 1)},  # 55 on the as-of day (birthday tomorrow)
+            {"person_id": "P2", "birth_date": date(2016, 1, 1)},
+        ],
+    )
+    s.insert(
+        "encounter",
+        [
+            {
+                "source": "his",
+                "key": "e1",
+                "patient_key": "h1",
+                "encounter_class": "outpatient",
+                "start": at(2026, 10, 1),
+            },
+            {
+                "source": "his",
+                "key": "e2",
+                "patient_key": "h1",
+                "encounter_class": "outpatient",
+                "start": at(2026, 5, 1),
+            },
+            {
+                "source": "his",
+                "key": "e3",
+                "patient_key": "h1",
+                "encounter_class": "outpatient",
+                "start": at(2026, 11, 5),
+            },
+            {
+                "source": "his",
+                "key": "e4",
+                "patient_key": "x9",
+                "encounter_class": "outpatient",
+                "start": at(2026, 10, 1),
+            },
+            {
+                "source": "his",
+                "key": "e5",
+                "patient_key": "h2",
+                "encounter_class": "emergency",
+                "start": at(2025, 1, 1),
+            },
+        ],
+    )
+    # days are the patients' local days (Asia/Shanghai): 23:00 on the as-of day counts, 05:00 the next
+    # morning (still the as-of day in UTC) does not
+    s.insert(
+        "encounter",
+        [
+            {"source": "his", "key": k, "patient_key": "h2", "encounter_class": "outpatient", "start": when}
+            for k, when in (
+                ("e6", datetime(2026, 10, 31, 15, 0, tzinfo=UTC)),
+                ("e7", datetime(2026, 10, 31, 21, 0, tzinfo=UTC)),
+            )
+        ],
+    )
+    s.insert(
+        "appointment",
+        [
+            {
+                "source": "his",
+                "key": "a1",
+                "patient_key": "h1",
+                "scheduled_at": at(2026, 9, 1),
+                "status": "no_show",
+            },
+            {
+                "source": "his",
+                "key": "a2",
+                "patient_key": "h1",
+                "scheduled_at": at(2026, 9, 8),
+                "status": "attended",
+            },
+            {
+                "source": "his",
+                "key": "a3",
+                "patient_key": "h2",
+                "scheduled_at": at(2026, 10, 20),
+                "status": "cancelled",
+            },
+        ],
+    )
+    fills = [("d1", at(2025, 11, 5)), ("d2", at(2026, 2, 3)), ("d3", at(2026, 5, 4)), ("d4", at(2026, 8, 2))]
+    s.insert(
+        "dispense",
+        [
+            {
+                "source": "pharmacy",
+                "key": k,
+                "patient_key": "r1",
+                "drug_code": "atorvastatin",
+                "drug_class": "statin",
+                "dispensed_at": when,
+                "days_supply": 90,
+                "amount": 120.5,
+            }
+            for k, when in fills
+        ],
+    )
+    return s
+
+
+def _values(store, person: str) -> dict[tuple[str, str], object]:  # type: ignore[no-untyped-def]
+    out = {}
+    for r in person_traits(store, person):
+        out[(r["trait"], r["key"])] = (
+            r["value_text"]
+            if r["value_text"] is not None
+            else r["value_time"]
+            if r["value_time"] is not None
+            else r["value_num"]
+        )
+    return out
+
+
+def test_shipped_traits_on_every_backend(store) -> None:  # type: ignore[no-untyped-def]
+    summary = compute_traits(store, as_of=AS_OF)
+    assert summary.persons == 2
+    p1 = _values(store, "P1")
+    assert p1[("visits_90d", "")] == 1.0  # 10-01; 11-05 is after the as-of day; x9 is nobody's
+    assert p1[("visits_365d", "")] == 2.0
+    assert p1[("last_visit_at", "")].date() == date(2026, 10, 1)  # type: ignore[union-attr]
+    assert p1[("no_shows_365d", "")] == 1.0 and ("cancellations_90d", "") not in p1
+    assert p1[("spend_365d", "")] == pytest.approx(4 * 120.5)  # the 2025-11-05 fill is 360 days back: in
+    assert p1[("age", "")] == 55.0 and p1[("age_band", "")] == "55-64"
+    # four back-to-back 90-day fills from 2025-11-05 (the index date): 2025-11-05 .. 2026-10-30 covered,
+    # 360 of the 361 days to the as-of day
+    assert p1[("pdc", "statin")] == pytest.approx(360 / 361) and p1[("pdc_adherent", "statin")] == 1.0
+    assert p1[("pdc_run_out", "statin")].date() == date(2026, 10, 30)  # type: ignore[union-attr]
+    p2 = _values(store, "P2")
+    assert p2[("age_band", "")] == "<14" and p2[("cancellations_90d", "")] == 1.0
+    assert p2.get(("visits_365d", "")) == 1.0, p2  # e6 only: e5 is too old, e7 is on the next local day
+    # recomputing replaces, never duplicates
+    compute_traits(store, as_of=AS_OF)
+    assert (
+        store.scalar("SELECT count(*) FROM trait_value WHERE person_id = 'P1' AND trait = 'visits_90d'") == 1
+    )
+
+
+def test_definitions_are_checked(tmp_path: Path) -> None:
+    bad = tmp_path / "t.yaml"
+    for body, message in (
+        ("traits: {x: {from: nothing, aggregate: count}}", "`from` must name an entity"),
+        ("traits: {x: {from: encounter, aggregate: median, of: cost}}", "`aggregate` must be one of"),
+        (
+            "traits: {x: {from: encounter, aggregate: sum, of: 'cost; DROP TABLE person'}}",
+            "`of` must be a field",
+        ),
+        ("traits: {x: {from: encounter, aggregate: count, window_days: 30}}", "a window needs `time`"),
+        ("traits: {x: {from: event, aggregate: count, where: {user_id: abc}}}", "personal identifiers"),
+        ("traits: {x: {builtin: horoscope}}", "builtin 'horoscope'"),
+    ):
+        bad.write_text(body, encoding="utf-8")
+        with pytest.raises(ConfigError, match=message):
+            load_traits(bad)
+
+
+def test_where_values_are_parameters_not_sql(store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "traits:\n  odd:\n    from: appointment\n    aggregate: count\n    where: {status: \"no_show' OR '1'='1\"}\n",
+        encoding="utf-8",
+    )
+    summary = compute_traits(store, load_traits(path), as_of=AS_OF)
+    assert summary.values == 0 and store.count("person") == 2
+
+
+def test_traits_cli(tmp_path: Path) -> None:
+    runner = CliRunner()
+    from careloop.cli import app
+
+    listed = orjson.loads(runner.invoke(app, ["traits", "list", "--json"]).stdout)
+    assert "pdc" in {t["name"] for t in listed["traits"]}
+    out = orjson.loads(runner.invoke(app, ["traits", "compute", "--as-of", "2026-10-31", "--json"]).stdout)
+    assert out["values"] == 0  # an empty store computes nothing, and says so
+    r = runner.invoke(app, ["traits", "show", "P404"])
+    assert r.exit_code == 1 and "no person" in r.output
+    r = runner.invoke(app, ["traits", "compute", "--trait", "nope"])
+    assert r.exit_code == 2 and "careloop traits list" in r.output
