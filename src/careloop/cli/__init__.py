@@ -43,6 +43,7 @@ def _register_all() -> None:
         quarantine,
         serve,
         synth,
+        tags,
         traits,
     )
 
@@ -59,6 +60,7 @@ def _register_all() -> None:
         events,
         adherence,
         traits,
+        tags,
     ):
         module.register(app)
 

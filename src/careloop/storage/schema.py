@@ -406,6 +406,22 @@ PROFILE_TABLES: tuple[Table, ...] = (
         unique=("workspace_id", "person_id", "trait", "key"),
         indexes=(("workspace_id", "trait"),),
     ),
+    Table(
+        "person_tag",
+        (
+            WORKSPACE,
+            _op("person_id", T, False),
+            _op("tag", T, False),
+            _op("label_en", T),
+            _op("tagset_version", BI),
+            _op("rule", T),  # the rule as text, as it was when the tag was given
+            _op("evidence", J),  # the trait values that made the rule hold
+            _op("as_of", TS),
+            _op("assigned_at", TS),
+        ),
+        unique=("workspace_id", "person_id", "tag"),
+        indexes=(("workspace_id", "tag"),),
+    ),
 )
 
 
