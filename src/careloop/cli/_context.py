@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from careloop.config import get_settings
-from careloop.storage import Backend, connect
+from careloop.errors import NotFoundError
+from careloop.storage import Backend, WorkspaceStore, connect
 
 
 def open_backend(database_url: str | None = None) -> Backend:
@@ -12,3 +13,9 @@ def open_backend(database_url: str | None = None) -> Backend:
 
 def workspace_name(workspace: str | None) -> str:
     return workspace or get_settings().workspace
+
+
+def require_person(store: WorkspaceStore, person: str) -> None:
+    """Raise NotFoundError (with how to find one) unless `person` is a unified person id."""
+    if not store.scalar("SELECT count(*) FROM person WHERE person_id = :p", {"p": person}):
+        raise NotFoundError(f"no person {person!r}; find one with `careloop patient find --phone ...`")

@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 
 from careloop.cli._common import JsonOpt, console, handle_errors, print_json, print_table
-from careloop.cli._context import open_backend, workspace_name
-from careloop.errors import ConfigError, NotFoundError
+from careloop.cli._context import open_backend, require_person, workspace_name
+from careloop.errors import ConfigError
 
 WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="default: CARELOOP_WORKSPACE or 'default'")
 DefsOpt = typer.Option(
@@ -82,10 +82,7 @@ def register(app: typer.Typer) -> None:
 
         with open_backend() as backend:
             store = backend.workspace(workspace_name(workspace))
-            if not store.scalar("SELECT count(*) FROM person WHERE person_id = :p", {"p": person}):
-                raise NotFoundError(
-                    f"no person {person!r}; find one with `careloop patient find --phone ...`"
-                )
+            require_person(store, person)
             rows = person_tags(store, person)
         if json:
             print_json(rows)

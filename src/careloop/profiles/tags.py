@@ -13,18 +13,17 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime
 from datetime import time as dtime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
-import yaml
 
 from careloop.clock import SYSTEM_CLOCK, Clock
 from careloop.config import get_settings
 from careloop.errors import ConfigError
 from careloop.profiles.conditions import Node, Traits, describe, evaluate, parse, traits_used
+from careloop.profiles.definitions import read_definitions
 from careloop.storage import WorkspaceStore
 
 
@@ -47,19 +46,8 @@ class TagSet:
 
 def load_tags(path: Path | None = None) -> TagSet:
     """The tags of `path` (default: careloop's shipped tags.yaml), every rule checked."""
-    origin = str(path or "tags.yaml")
-    try:
-        text = (
-            path.read_text(encoding="utf-8")
-            if path
-            else resources.files("careloop.profiles").joinpath("tags.yaml").read_text(encoding="utf-8")
-        )
-        data = yaml.safe_load(text) or {}
-    except OSError as e:
-        raise ConfigError(f"cannot read tag definitions {path}: {e}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"tag definitions {path} are not valid YAML: {e}") from e
-    raw = data.get("tags") if isinstance(data, dict) else None
+    origin, data = read_definitions(path, "tags.yaml", "tag definitions")
+    raw = data.get("tags")
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"{origin}: expected `tags:` mapping tag names to {{en, when}} (see docs/tags.md)")
     if not isinstance(data.get("version"), int):

@@ -18,18 +18,16 @@ import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
-
-import yaml
 
 from careloop.clock import SYSTEM_CLOCK, Clock
 from careloop.config import get_settings
 from careloop.domain import entities, field_specs
 from careloop.errors import ConfigError
 from careloop.profiles.adherence import Fill, class_adherence
+from careloop.profiles.definitions import read_definitions
 from careloop.storage import WorkspaceStore
 
 AGGREGATES = ("count", "count_distinct", "sum", "min", "max", "avg")
@@ -67,18 +65,7 @@ class TraitSet:
 
 def load_traits(path: Path | None = None) -> TraitSet:
     """The trait definitions of `path`, or careloop's shipped ones; every definition is checked."""
-    try:
-        text = (
-            path.read_text(encoding="utf-8")
-            if path
-            else resources.files("careloop.profiles").joinpath("traits.yaml").read_text(encoding="utf-8")
-        )
-        data = yaml.safe_load(text) or {}
-    except OSError as e:
-        raise ConfigError(f"cannot read trait definitions {path}: {e}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"trait definitions {path} are not valid YAML: {e}") from e
-    origin = str(path or "traits.yaml")
+    origin, data = read_definitions(path, "traits.yaml", "trait definitions")
     raw = data.get("traits") if isinstance(data, dict) else None
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"{origin}: expected `traits:` mapping names to definitions (see docs/traits.md)")
@@ -227,14 +214,7 @@ def _aggregate(store: WorkspaceStore, d: TraitDef, end: datetime) -> list[dict[s
     for pid, v in store.tuples(sql, params):
         if v is None:
             continue
-        row: dict[str, Any] = {
-            "person_id": pid,
-            "trait": d.name,
-            "key": "",
-            "value_num": None,
-            "value_text": None,
-            "value_time": None,
-        }
+        row = _row(pid, d.name)
         if d.type == "time":
             row["value_time"] = (
                 v if isinstance(v, datetime) else datetime.combine(v, dtime.min, tzinfo=end.tzinfo)
@@ -243,6 +223,17 @@ def _aggregate(store: WorkspaceStore, d: TraitDef, end: datetime) -> list[dict[s
             row["value_num"] = float(v)
         out.append(row)
     return out
+
+
+def _row(person: str, trait: str, key: str = "") -> dict[str, Any]:
+    return {
+        "person_id": person,
+        "trait": trait,
+        "key": key,
+        "value_num": None,
+        "value_text": None,
+        "value_time": None,
+    }
 
 
 def _builtin(store: WorkspaceStore, d: TraitDef, day: date, tz: ZoneInfo) -> list[dict[str, Any]]:
@@ -254,14 +245,7 @@ def _builtin(store: WorkspaceStore, d: TraitDef, day: date, tz: ZoneInfo) -> lis
             years = day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
             if years < 0:
                 continue
-            row: dict[str, Any] = {
-                "person_id": pid,
-                "trait": d.name,
-                "key": "",
-                "value_num": None,
-                "value_text": None,
-                "value_time": None,
-            }
+            row = _row(pid, d.name)
             if d.builtin == "age":
                 row["value_num"] = float(years)
             else:

@@ -4,7 +4,7 @@ bulk-loads the result with COPY (see docs/decisions/0002-duckdb-ingest-engine.md
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -140,20 +140,10 @@ class PostgresBackend(Backend):
     ) -> list[tuple[Any, ...]]:
         # the unique index on (workspace_id, *key) decides, exactly, across processes
         q = self.dialect.quote
-        cols = ", ".join(q(c) for c in data.column_names)
-        width = data.num_columns
-        rows = list(zip(*(data.column(i).to_pylist() for i in range(width)), strict=True))
         conflict = ", ".join(q(k) for k in ("workspace_id", *key))
         inserted: list[tuple[Any, ...]] = []
-        per_stmt = max(1, 60_000 // width)
-        for start in range(0, len(rows), per_stmt):
-            chunk = rows[start : start + per_stmt]
-            values = ", ".join("(" + ", ".join(["%s"] * width) + ")" for _ in chunk)
-            sql = (
-                f"INSERT INTO {q(table)} ({cols}) VALUES {values} ON CONFLICT ({conflict}) DO NOTHING "
-                f"RETURNING {', '.join(q(k) for k in key)}"
-            )
-            params = [v for row in chunk for v in row]
+        for insert, params in _multi_row_inserts(q, table, data):
+            sql = f"{insert} ON CONFLICT ({conflict}) DO NOTHING RETURNING {', '.join(q(k) for k in key)}"
             try:
                 with self._lock:
                     inserted.extend(tuple(r) for r in self._con.execute(sql, params).fetchall())
@@ -163,22 +153,13 @@ class PostgresBackend(Backend):
 
     def merge_rows(self, table: str, data: pa.Table, key: Sequence[str], update: Mapping[str, str]) -> None:
         q = self.dialect.quote
-        cols = ", ".join(q(c) for c in data.column_names)
-        width = data.num_columns
-        rows = list(zip(*(data.column(i).to_pylist() for i in range(width)), strict=True))
         conflict = ", ".join(q(k) for k in ("workspace_id", *key))
         sets = ", ".join(f"{q(c)} = {e.format(t=q(table), s='EXCLUDED')}" for c, e in update.items())
-        per_stmt = max(1, 60_000 // width)
         with self.transaction():
-            for start in range(0, len(rows), per_stmt):
-                chunk = rows[start : start + per_stmt]
-                values = ", ".join("(" + ", ".join(["%s"] * width) + ")" for _ in chunk)
-                sql = (
-                    f"INSERT INTO {q(table)} ({cols}) VALUES {values} "
-                    f"ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
-                )
+            for insert, params in _multi_row_inserts(q, table, data):
+                sql = f"{insert} ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
                 try:
-                    self._con.execute(sql, [v for row in chunk for v in row])
+                    self._con.execute(sql, params)
                 except psycopg.Error as e:
                     raise StorageError(f"postgres refused an upsert: {e}", sql=sql) from e
 
@@ -193,3 +174,18 @@ class PostgresBackend(Backend):
     def close(self) -> None:
         with self._lock:
             self._con.close()
+
+
+def _multi_row_inserts(
+    q: Callable[[str], str], table: str, data: pa.Table, max_params: int = 60_000
+) -> Iterator[tuple[str, list[Any]]]:
+    """`INSERT INTO t (cols) VALUES (...), (...)` statements with their parameters, under PostgreSQL's
+    65,535-parameter limit."""
+    cols = ", ".join(q(c) for c in data.column_names)
+    width = data.num_columns
+    rows = list(zip(*(data.column(i).to_pylist() for i in range(width)), strict=True))
+    per_stmt = max(1, max_params // width)
+    for start in range(0, len(rows), per_stmt):
+        chunk = rows[start : start + per_stmt]
+        values = ", ".join("(" + ", ".join(["%s"] * width) + ")" for _ in chunk)
+        yield f"INSERT INTO {q(table)} ({cols}) VALUES {values}", [v for row in chunk for v in row]
