@@ -122,6 +122,14 @@ def test_malformed_messages_are_quarantined_with_a_problem_body(
     ]
 
 
+def test_a_nul_character_is_quarantined_not_a_failed_batch(app_key: tuple[TestClient, str, Backend]) -> None:
+    client, key, backend = app_key
+    body = {"batch": [_track("n1", properties={"note": "a\u0000b"}), _track("n2")]}
+    r = client.post("/v1/batch", json=body, headers=auth(key))
+    assert r.status_code == 400 and r.json()["stored"] == 1 and r.json()["errors"][0]["index"] == 0
+    assert backend.workspace("default").scalar("SELECT count(*) FROM event WHERE key = 'n2'") == 1
+
+
 def test_auth_size_and_encoding_errors(app_key: tuple[TestClient, str, Backend]) -> None:
     client, key, backend = app_key
     assert client.post("/v1/track", json=_track("x")).status_code == 401

@@ -177,3 +177,20 @@ def test_events_follow_identity_merges_and_splits(seeded: Backend, clock: FixedC
     assert summary.released >= 1 and summary.attributed == 5
     assert persons() == {"m0": "P1", "m1": "P1", "m2": "P1", "m3": new, "m4": new}
     assert activity() == {"P1": 3, new: 2}
+
+
+def test_a_request_the_store_refuses_fails_alone(seeded: Backend, clock: FixedClock) -> None:
+    from concurrent.futures import Future
+
+    from careloop.events.writer import _Submission
+
+    writer = EventWriter(seeded, cipher_for(), clock=clock)
+    good = get_source(seeded.workspace("default"), "careapp")
+    ghost = type(good)("ghost", good.name, good.channel, good.user_id_kind, good.user_id_system, good.plan)
+    subs = [
+        _Submission(ghost, parse(_msgs(1), clock.now()), "r1", Future()),  # its workspace does not exist
+        _Submission(good, parse(_msgs(2, start=5), clock.now()), "r2", Future()),
+    ]
+    writer._write(subs)
+    assert subs[0].future.exception() is not None
+    assert subs[1].future.result().stored == 2

@@ -41,6 +41,7 @@ def _register_all() -> None:
         ingest,
         patient,
         quarantine,
+        segment,
         serve,
         synth,
         tags,
@@ -61,6 +62,7 @@ def _register_all() -> None:
         adherence,
         traits,
         tags,
+        segment,
     ):
         module.register(app)
 

@@ -165,13 +165,7 @@ class EventWriter:
             return
         self._last_write = time.monotonic()
         try:
-            published = self._commit(subs)
-        except Exception as e:  # the requests get a 5xx and the SDKs retry; nothing was acknowledged
-            log.exception("event write failed; %d requests answered with an error", len(subs))
-            for s in subs:
-                if not s.future.done():
-                    s.future.set_exception(e)
-            published = []
+            published = self._commit_isolating(subs)
         finally:
             self._last_write = time.monotonic()
             with self._pending_lock:
@@ -185,6 +179,22 @@ class EventWriter:
                 log.exception(
                     "publishing %d stored events to the %s stream failed", len(published), self.stream.name
                 )
+
+    def _commit_isolating(self, subs: list[_Submission]) -> list[StoredEvent]:
+        """Commit the group; if it fails, commit each request alone so that one request the store refuses
+        fails only itself (its sender gets a 5xx and retries; nothing of it was acknowledged)."""
+        try:
+            return self._commit(subs)
+        except Exception as e:
+            if len(subs) == 1:
+                log.exception("event write failed; the request is answered with an error")
+                if not subs[0].future.done():
+                    subs[0].future.set_exception(e)
+                return []
+        published: list[StoredEvent] = []
+        for s in subs:
+            published.extend(self._commit_isolating([s]))
+        return published
 
     def _store(self, workspace: str) -> WorkspaceStore:
         store = self._stores.get(workspace)

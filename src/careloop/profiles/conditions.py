@@ -71,6 +71,15 @@ class Verdict:
         return out
 
 
+def reject_nul(value: Any, where: str) -> None:
+    """Text with a NUL character cannot be stored or compared on every backend (PostgreSQL refuses it)."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ConfigError(f"{where}: text may not contain a NUL (\\x00) character")
+    if isinstance(value, list | tuple):
+        for v in value:
+            reject_nul(v, where)
+
+
 def parse(spec: Any, where: str = "condition") -> Node:
     """A checked condition tree (raises ConfigError naming the bad part)."""
     if not isinstance(spec, dict) or not spec:
@@ -109,6 +118,8 @@ def parse(spec: Any, where: str = "condition") -> Node:
     ):
         raise ConfigError(f"{where}: relative dates look like -90d, -2w, -6m, -1y")
     key = spec.get("key")
+    for part in (trait, value, key, spec.get("default")):
+        reject_nul(part, where)
     return Leaf(trait, op, value, None if key is None else str(key), spec.get("default"))
 
 

@@ -422,6 +422,31 @@ PROFILE_TABLES: tuple[Table, ...] = (
         unique=("workspace_id", "person_id", "tag"),
         indexes=(("workspace_id", "tag"),),
     ),
+    Table(
+        "segment",
+        (
+            WORKSPACE,
+            _op("name", T, False),
+            _op("description", T),
+            _op("definition", J),  # the condition tree (docs/segments.md)
+            _op("version", BI),  # bumped when the definition changes
+            _op("created_at", TS),
+            _op("updated_at", TS),
+        ),
+        unique=("workspace_id", "name"),
+    ),
+    Table(
+        "segment_member",
+        (
+            WORKSPACE,
+            _op("segment", T, False),
+            _op("person_id", T, False),
+            _op("version", BI),
+            _op("entered_at", TS),
+        ),
+        unique=("workspace_id", "segment", "person_id"),
+        indexes=(("workspace_id", "person_id"),),
+    ),
 )
 
 

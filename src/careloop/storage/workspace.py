@@ -143,7 +143,7 @@ class WorkspaceStore:
     def _stamped(self, table: str, rows: pa.Table | Sequence[Mapping[str, Any]]) -> pa.Table:
         if table not in scoped_table_names():
             raise WorkspaceError(f"{table} is not a workspace table")
-        data = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist([dict(r) for r in rows])
+        data = rows if isinstance(rows, pa.Table) else _table(rows)
         if "workspace_id" in data.column_names:
             other = set(data.column("workspace_id").to_pylist()) - {self.workspace}
             if other:
@@ -182,3 +182,9 @@ class WorkspaceStore:
         if table not in scoped_table_names():
             raise WorkspaceError(f"{table} is not a workspace table")
         return int(self.scalar(f"SELECT count(*) FROM {table}"))
+
+
+def _table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """Rows as an Arrow table with every key any row has (from_pylist would keep the first row's keys only)."""
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    return pa.Table.from_pydict({c: [r.get(c) for r in rows] for c in columns})
