@@ -141,7 +141,9 @@ def check(
     encoded = orjson.dumps(msg)
     if len(encoded) > MAX_MESSAGE_BYTES:
         return Rejected(index, mtype, "message", f"message is over {MAX_MESSAGE_BYTES} bytes", msg)
-    if b"\\u0000" in encoded:  # PostgreSQL text and JSON cannot hold it; one such message must not fail a batch
+    if (
+        b"\\u0000" in encoded
+    ):  # PostgreSQL text and JSON cannot hold it; one such message must not fail a batch
         return Rejected(index, mtype, "message", "message contains a NUL (\\u0000) character", msg)
     user_id, anonymous_id = _id(msg.get("userId")), _id(msg.get("anonymousId"))
     if msg.get("userId") is not None and user_id is None:
