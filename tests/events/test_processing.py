@@ -194,3 +194,65 @@ def test_a_request_the_store_refuses_fails_alone(seeded: Backend, clock: FixedCl
     writer._write(subs)
     assert subs[0].future.exception() is not None
     assert subs[1].future.result().stored == 2
+
+
+def test_events_keep_segment_membership_current(seeded: Backend, clock: FixedClock) -> None:
+    from careloop.events.metrics import EventMetrics
+    from careloop.profiles.live import SegmentTrigger
+    from careloop.profiles.segments import refresh, save_segment
+
+    store = seeded.workspace("default")
+    save_segment(store, "活跃", {"event": "e0", "count": 2, "within": "30d"}, clock=clock)
+    save_segment(
+        store, "活跃且关注", {"all": [{"segment": "活跃"}, {"event": "e1", "count": 1}]}, clock=clock
+    )
+    save_segment(store, "全体", {"trait": "age", "op": "missing"}, clock=clock)  # events cannot change it
+    for name in ("活跃", "活跃且关注"):
+        refresh(store, name, clock=clock)
+    metrics = EventMetrics()
+    stream = InProcessStream()
+    writer = EventWriter(seeded, cipher_for(), stream=stream, clock=clock)
+    proc = StreamProcessor(seeded, stream, clock=clock, metrics=metrics)
+    proc.subscribe(SegmentTrigger(metrics, clock=clock))
+    proc.run_once()
+    _write(seeded, writer, _msgs(1, user="u-3"), clock)  # e0 once: not yet
+    proc.run_once(timeout=1)
+    assert store.count("segment_member") == 0
+    _write(seeded, writer, _msgs(3, start=1, user="u-3"), clock)  # e1, e0, e1: e0 twice, e1 twice
+    proc.run_once(timeout=1)
+    members = {
+        (r["segment"], r["person_id"]) for r in store.rows("SELECT segment, person_id FROM segment_member")
+    }
+    assert members == {("活跃", "P3"), ("活跃且关注", "P3")}  # the referenced segment first, then its user
+    changes = store.rows("SELECT segment, change, cause FROM segment_change ORDER BY segment")
+    assert [(c["segment"], c["change"], c["cause"]) for c in changes] == [
+        ("活跃", "entered", "event"),
+        ("活跃且关注", "entered", "event"),
+    ]
+    assert (
+        metrics.segment_seconds._sum.get() >= 0
+        and store.scalar("SELECT count(*) FROM segment_member WHERE segment = '全体'") == 0
+    )
+
+
+def test_plans_and_definitions_round_trip_on_every_backend(backend: Backend) -> None:
+    from careloop.events.plan import TrackingPlan
+    from careloop.events.sources import create_source, get_source, list_sources
+    from careloop.profiles.segments import get_segment, save_segment
+
+    store = backend.workspace("default")
+    plan = TrackingPlan.from_dict(
+        {
+            "allow_unplanned": False,
+            "events": {
+                "a": {"properties": {"x": "integer"}},
+                "b": {"properties": {"y": {"type": "string", "required": True}}},
+            },
+        }
+    )
+    create_source(store, "s1", plan=plan)
+    assert get_source(store, "s1").plan == plan and list_sources(store)[0]["plan"] == plan.to_dict()
+    d = {"any": [{"trait": "age", "op": ">", "value": 1}, {"event": "x", "count": 2}, {"segment": "s0"}]}
+    save_segment(store, "s0", {"trait": "age", "op": "exists"})
+    save_segment(store, "s2", d)
+    assert get_segment(store, "s2").definition == d

@@ -97,6 +97,10 @@ def build_collector(settings: Settings, backend: Backend, *, clock: Clock = SYST
         if settings.events_processor
         else None
     )
+    if processor is not None:
+        from careloop.profiles.live import SegmentTrigger
+
+        processor.subscribe(SegmentTrigger(metrics, clock=clock))
     backend.serve_tuning(settings.serve_wal_mb * 2**20)
     return Collector(
         KeyRegistry(backend), writer, stream, metrics, processor, IdleCheckpointer(backend, writer)

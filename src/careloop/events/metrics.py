@@ -62,6 +62,12 @@ class EventMetrics:
             registry=self.registry,
             buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
+        self.segment_seconds = Histogram(
+            "careloop_event_to_segment_seconds",
+            "event stored -> segment memberships of its person re-evaluated",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2.5, 5),
+        )
         self.process_seconds = Histogram(
             "careloop_event_to_profile_seconds",
             "event stored -> profile updated and triggers offered",

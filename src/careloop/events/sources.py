@@ -131,21 +131,27 @@ def set_plan(store: WorkspaceStore, name: str, plan: TrackingPlan) -> None:
     )
 
 
+_LIST_COLS = ("name", "channel", "user_id_kind", "user_id_system", "key_hint", "created_at", "active", "plan")
+_SOURCE_COLS = ("name", "channel", "user_id_kind", "user_id_system", "plan")
+
+
+def _rows(
+    store: WorkspaceStore, cols: tuple[str, ...], where: str, params: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Rows as dicts without Arrow, which would give every plan the JSON keys of all the others."""
+    sql = f"SELECT {', '.join(cols)} FROM event_source {where}"  # noqa: S608 - fixed names
+    return [dict(zip(cols, r, strict=True)) for r in store.tuples(sql, params)]
+
+
 def list_sources(store: WorkspaceStore) -> list[dict[str, Any]]:
-    rows = store.rows(
-        "SELECT name, channel, user_id_kind, user_id_system, key_hint, created_at, active, plan "
-        "FROM event_source ORDER BY name"
-    )
+    rows = _rows(store, _LIST_COLS, "ORDER BY name", {})
     for r in rows:
         r["plan"] = orjson.loads(r["plan"]) if isinstance(r["plan"], str) else r["plan"]
     return rows
 
 
 def get_source(store: WorkspaceStore, name: str) -> Source:
-    rows = store.rows(
-        "SELECT name, channel, user_id_kind, user_id_system, plan FROM event_source WHERE name = :n",
-        {"n": name},
-    )
+    rows = _rows(store, _SOURCE_COLS, "WHERE name = :n", {"n": name})
     if not rows:
         raise NotFoundError(f"no event source {name!r}; create one with `careloop source create {name}`")
     return _source(store.workspace, rows[0])
@@ -197,8 +203,9 @@ class KeyRegistry:
 
     def _lookup(self, digest: str) -> Source | None:
         for ws in self.backend.workspaces():
-            rows = self.backend.workspace(ws, create=False).rows(
-                "SELECT name, channel, user_id_kind, user_id_system, plan FROM event_source "
+            rows = _rows(
+                self.backend.workspace(ws, create=False),
+                _SOURCE_COLS,
                 "WHERE write_key_hash = :h AND active",
                 {"h": digest},
             )

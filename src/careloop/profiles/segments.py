@@ -159,10 +159,13 @@ class _Compiler:
             )
             window = f" AND e.occurred_at >= {self.param(since)}"
         until = datetime.combine(self.as_of, time.max, tzinfo=self.tz)
+        match = f"e.name = {self.param(leaf.event)} AND e.occurred_at <= {self.param(until)}{window}"
+        # live events carry their person; ingested ones reach it through their record's identity link
+        # (two counts: the live one needs no join at all)
         return (
-            "(SELECT count(*) FROM event e LEFT JOIN identity_link l ON l.source = e.source "
-            "AND l.patient_key = e.patient_key WHERE coalesce(e.person_id, l.person_id) = p.person_id "
-            f"AND e.name = {self.param(leaf.event)} AND e.occurred_at <= {self.param(until)}{window})"
+            f"((SELECT count(*) FROM event e WHERE e.person_id = p.person_id AND {match}) + "
+            "(SELECT count(*) FROM event e JOIN identity_link l ON l.source = e.source "
+            f"AND l.patient_key = e.patient_key WHERE e.person_id IS NULL AND l.person_id = p.person_id AND {match}))"
         )
 
 
@@ -199,7 +202,10 @@ def save_segment(
     _check_references(store, name, definition)
     now = clock.now()
     text = orjson.dumps(definition).decode()
-    old = store.rows("SELECT definition, version FROM segment WHERE name = :n", {"n": name})
+    old = [
+        {"definition": d, "version": v}
+        for d, v in store.tuples("SELECT definition, version FROM segment WHERE name = :n", {"n": name})
+    ]
     if not old:
         store.insert(
             "segment",
@@ -246,16 +252,17 @@ def _segment_refs(node: Any) -> set[str]:
 
 
 def get_segment(store: WorkspaceStore, name: str) -> Segment:
-    rows = store.rows(
+    # tuples, not Arrow: Arrow would give every JSON object of a definition the keys of all the others
+    rows = store.tuples(
         "SELECT name, description, definition, version FROM segment WHERE name = :n", {"n": name}
     )
     if not rows:
         raise NotFoundError(
             f"no segment {name!r}; `careloop segment list` shows them, `segment create` makes one"
         )
-    r = rows[0]
-    d = orjson.loads(r["definition"]) if isinstance(r["definition"], str) else r["definition"]
-    return Segment(r["name"], r["description"] or "", d, int(r["version"]))
+    name_, description, definition, version = rows[0]
+    d = orjson.loads(definition) if isinstance(definition, str) else definition
+    return Segment(name_, description or "", d, int(version))
 
 
 def list_segments(store: WorkspaceStore) -> list[dict[str, Any]]:
@@ -284,29 +291,78 @@ def count(
 
 
 def refresh(
-    store: WorkspaceStore, name: str, *, as_of: date | None = None, clock: Clock = SYSTEM_CLOCK
+    store: WorkspaceStore,
+    name: str,
+    *,
+    as_of: date | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    persons: list[str] | None = None,
+    cause: str = "refresh",
 ) -> dict[str, int]:
-    """Re-evaluate a segment and store its members; returns how many entered, left and stayed."""
+    """Re-evaluate a segment — for everyone, or only for `persons` (incremental) — store its members and
+    log who entered and who left (`segment_change`); returns the counts."""
     seg = get_segment(store, name)
-    now = members(store, seg.definition, as_of=as_of, clock=clock)
-    before = {
-        r[0] for r in store.tuples("SELECT person_id FROM segment_member WHERE segment = :s", {"s": name})
-    }
+    return _apply(store, seg, as_of=as_of, clock=clock, persons=persons, cause=cause)
+
+
+def _apply(
+    store: WorkspaceStore,
+    seg: Segment,
+    *,
+    as_of: date | None,
+    clock: Clock,
+    persons: list[str] | None,
+    cause: str,
+) -> dict[str, int]:
+    today, tz = _today(clock)
+    sql, params = compile_segment(parse(seg.definition), as_of or today, tz)
+    member_sql = "SELECT person_id FROM segment_member WHERE segment = :seg"
+    if persons is not None:
+        if not persons:
+            return {"members": 0, "entered": 0, "left": 0, "stayed": 0}
+        sql += " AND p.person_id = ANY(:only)"
+        params["only"] = sorted(persons)
+        member_sql += " AND person_id = ANY(:only)"
+    now = sorted(r[0] for r in store.tuples(sql, params))
+    before = (
+        {r[0] for r in store.tuples(member_sql, {"seg": seg.name, "only": params.get("only")})}
+        if persons is not None
+        else {r[0] for r in store.tuples(member_sql, {"seg": seg.name})}
+    )
     entered = [p for p in now if p not in before]
-    left = before - set(now)
+    left = sorted(before - set(now))
+    at = clock.now()
     with store.backend.transaction():
         if left:
             store.execute(
                 "DELETE FROM segment_member WHERE segment = :s AND person_id = ANY(:p)",
-                {"s": name, "p": sorted(left)},
+                {"s": seg.name, "p": left},
             )
-        store.execute(
-            "UPDATE segment_member SET version = :v WHERE segment = :s", {"v": seg.version, "s": name}
-        )
-        at = clock.now()
+        if persons is None:
+            store.execute(
+                "UPDATE segment_member SET version = :v WHERE segment = :s", {"v": seg.version, "s": seg.name}
+            )
         store.insert(
             "segment_member",
-            [{"segment": name, "person_id": p, "version": seg.version, "entered_at": at} for p in entered],
+            [
+                {"segment": seg.name, "person_id": p, "version": seg.version, "entered_at": at}
+                for p in entered
+            ],
+        )
+        store.insert(
+            "segment_change",
+            [
+                {
+                    "segment": seg.name,
+                    "person_id": p,
+                    "change": change,
+                    "version": seg.version,
+                    "at": at,
+                    "cause": cause,
+                }
+                for change, group in (("entered", entered), ("left", left))
+                for p in group
+            ],
         )
     return {
         "members": len(now),
@@ -314,6 +370,17 @@ def refresh(
         "left": len(left),
         "stayed": len(now) - len(entered),
     }
+
+
+def has_event_conditions(definition: Any) -> bool:
+    """Whether events can change the segment's members (it counts events, or contains such a segment)."""
+    return _any_leaf(parse(definition), lambda n: isinstance(n, EventLeaf | SegmentLeaf))
+
+
+def _any_leaf(node: Any, test: Any) -> bool:
+    if isinstance(node, cond.Group):
+        return any(_any_leaf(c, test) for c in node.children)
+    return bool(test(node))
 
 
 # ---- explanations -------------------------------------------------------------------------------------

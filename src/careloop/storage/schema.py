@@ -447,6 +447,19 @@ PROFILE_TABLES: tuple[Table, ...] = (
         unique=("workspace_id", "segment", "person_id"),
         indexes=(("workspace_id", "person_id"),),
     ),
+    Table(
+        "segment_change",
+        (
+            WORKSPACE,
+            _op("segment", T, False),
+            _op("person_id", T, False),
+            _op("change", T, False),  # entered | left
+            _op("version", BI),
+            _op("at", TS),
+            _op("cause", T),  # refresh (batch) or event (the stream)
+        ),
+        indexes=(("workspace_id", "segment"), ("workspace_id", "person_id")),
+    ),
 )
 
 
