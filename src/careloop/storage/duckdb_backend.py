@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -40,14 +41,42 @@ class DuckDBBackend(Backend):
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._con = duckdb.connect(self.path)
+            self._main = duckdb.connect(self.path)
         except duckdb.Error as e:
             raise StorageError(
                 f"cannot open DuckDB file {self.path}: {e}. Is another careloop process using it? "
                 "Stop it (or point CARELOOP_DATABASE_URL at another file)."
             ) from e
-        self._con.execute(f"SET TimeZone = '{timezone}'").fetchall()
-        self._depth = 0
+        self.timezone = timezone
+        self._main.execute(f"SET TimeZone = '{timezone}'").fetchall()
+        # One connection per thread (DuckDB runs connections of one database concurrently, with MVCC):
+        # the event writer, the stream processor and request threads do not wait for each other's
+        # statements. The thread that opened the store uses the first connection.
+        self._local = threading.local()
+        self._local.con = self._main
+        self._local.depth = 0
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._cursors_lock = threading.Lock()
+        self._lock = _PerThreadLock()  # type: ignore[assignment]
+
+    @property
+    def _con(self) -> duckdb.DuckDBPyConnection:
+        con: duckdb.DuckDBPyConnection | None = getattr(self._local, "con", None)
+        if con is None:
+            con = self._main.cursor()
+            con.execute(f"SET TimeZone = '{self.timezone}'").fetchall()
+            with self._cursors_lock:
+                self._cursors.append(con)
+            self._local.con = con
+        return con
+
+    @property
+    def _depth(self) -> int:
+        return int(getattr(self._local, "depth", 0))
+
+    @_depth.setter
+    def _depth(self, value: int) -> None:
+        self._local.depth = value
 
     def _execute(self, sql: str, params: Params) -> None:
         self._con.execute(sql, params).fetchall()
@@ -247,5 +276,28 @@ class DuckDBBackend(Backend):
         return {r[0]: r[1] for r in rows}
 
     def close(self) -> None:
-        with self._lock:
-            self._con.close()
+        with self._cursors_lock:
+            for c in self._cursors:
+                c.close()
+            self._cursors.clear()
+        self._main.close()
+
+
+class _PerThreadLock:
+    """A re-entrant lock per thread: each thread has its own DuckDB connection, so threads need not
+    exclude each other; a thread's nested statements (a transaction's) still nest."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def _rlock(self) -> threading.RLock:
+        lock: threading.RLock | None = getattr(self._local, "lock", None)
+        if lock is None:
+            lock = self._local.lock = threading.RLock()
+        return lock
+
+    def __enter__(self) -> bool:
+        return self._rlock().acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._rlock().release()
