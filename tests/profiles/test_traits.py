@@ -214,3 +214,64 @@ def test_traits_cli(tmp_path: Path) -> None:
     assert r.exit_code == 1 and "no person" in r.output
     r = runner.invoke(app, ["traits", "compute", "--trait", "nope"])
     assert r.exit_code == 2 and "careloop traits list" in r.output
+
+
+def test_keyed_aggregates_and_preferred_channel(store) -> None:  # type: ignore[no-untyped-def]
+    events = [("wechat_oa", 3), ("app", 2), ("sms", 2)]
+    store.insert(
+        "event",
+        [
+            {
+                "source": "live",
+                "key": f"{ch}{i}",
+                "event_type": "track",
+                "name": "x",
+                "channel": ch,
+                "occurred_at": at(2026, 10, 20),
+                "person_id": "P1",
+            }
+            for ch, n in events
+            for i in range(n)
+        ]
+        + [
+            {
+                "source": "live",
+                "key": "tie",
+                "event_type": "track",
+                "name": "x",
+                "channel": "sms",
+                "occurred_at": at(2026, 10, 21),
+                "person_id": "P2",
+            },
+            {
+                "source": "live",
+                "key": "tie2",
+                "event_type": "track",
+                "name": "x",
+                "channel": "app",
+                "occurred_at": at(2026, 10, 21),
+                "person_id": "P2",
+            },
+        ],
+    )
+    compute_traits(store, as_of=AS_OF)
+    p1, p2 = _values(store, "P1"), _values(store, "P2")
+    assert p1[("events_90d_by_channel", "wechat_oa")] == 3.0 and p1[("events_90d_by_channel", "sms")] == 2.0
+    assert p1[("preferred_channel", "")] == "wechat_oa"
+    assert p2[("preferred_channel", "")] == "app"  # a tie goes to the first channel in order
+    assert p1[("fills_365d_by_channel", "")] == 4.0  # the test rows name no channel: the empty key
+    # computing only the preferred channel reads the stored per-channel counts
+    compute_traits(store, as_of=AS_OF, only=["preferred_channel"])
+    assert _values(store, "P1")[("preferred_channel", "")] == "wechat_oa"
+
+
+def test_keyed_definitions_are_checked(tmp_path: Path) -> None:
+    bad = tmp_path / "t.yaml"
+    for body, message in (
+        ("traits: {x: {from: event, aggregate: count, by: user_id}}", "`by` must be a text field"),
+        ("traits: {x: {builtin: top_key}}", "needs `of`"),
+        ("traits: {x: {from: event, aggregate: count}, y: {builtin: top_key, of: x}}", "computed `by`"),
+    ):
+        bad.write_text(body, encoding="utf-8")
+        with pytest.raises(ConfigError, match=message):
+            load_traits(bad)

@@ -31,7 +31,7 @@ from careloop.profiles.definitions import read_definitions
 from careloop.storage import WorkspaceStore
 
 AGGREGATES = ("count", "count_distinct", "sum", "min", "max", "avg")
-BUILTINS = ("age", "age_band", "adherence")
+BUILTINS = ("age", "age_band", "adherence", "top_key")
 AGE_BANDS = (
     (14, "<14"),
     (25, "14-24"),
@@ -55,6 +55,7 @@ class TraitDef:
     window_days: int | None = None
     where: dict[str, Any] = field(default_factory=dict)
     builtin: str | None = None
+    by: str | None = None  # a field of the entity: one value per distinct value of it (the trait's key)
 
 
 @dataclass
@@ -70,6 +71,11 @@ def load_traits(path: Path | None = None) -> TraitSet:
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"{origin}: expected `traits:` mapping names to definitions (see docs/traits.md)")
     defs = {str(name): _check(str(name), spec or {}, origin) for name, spec in raw.items()}
+    for d in defs.values():
+        if d.builtin == "top_key" and (d.of not in defs or defs[d.of].by is None):
+            raise ConfigError(
+                f"{origin}: trait {d.name!r}: `of` must name a trait of this file computed `by` a field"
+            )
     return TraitSet(int(data.get("version", 1)), defs)
 
 
@@ -80,13 +86,18 @@ def _check(name: str, spec: dict[str, Any], origin: str) -> TraitDef:
     if spec.get("builtin"):
         if spec["builtin"] not in BUILTINS:
             raise ConfigError(f"{where}: builtin {spec['builtin']!r} is not one of {', '.join(BUILTINS)}")
-        typ = "text" if spec["builtin"] == "age_band" else "number"
+        typ = "text" if spec["builtin"] in ("age_band", "top_key") else "number"
+        if spec["builtin"] == "top_key" and not isinstance(spec.get("of"), str):
+            raise ConfigError(
+                f"{where}: builtin top_key needs `of`: the keyed trait whose largest key it names"
+            )
         return TraitDef(
             name,
             spec.get("description", ""),
             typ,
             builtin=spec["builtin"],
             window_days=spec.get("window_days"),
+            of=spec.get("of"),
         )
     entity = spec.get("from")
     if entity not in entities():
@@ -111,6 +122,11 @@ def _check(name: str, spec: dict[str, Any], origin: str) -> TraitDef:
         raise ConfigError(f"{where}: `where` maps fields of {entity} to a value or a list of values")
     if any(fields[k].pii for k in conds) or (of and fields[of].pii):
         raise ConfigError(f"{where}: traits cannot filter on or aggregate personal identifiers")
+    by = spec.get("by")
+    if by is not None and (
+        by not in fields or fields[by].pii or (fields[by].py_type is not str and fields[by].enum is None)
+    ):
+        raise ConfigError(f"{where}: `by` must be a text field of {entity} that is not a personal identifier")
     typ = spec.get(
         "type",
         "time"
@@ -119,7 +135,7 @@ def _check(name: str, spec: dict[str, Any], origin: str) -> TraitDef:
     )
     if typ not in ("number", "time"):
         raise ConfigError(f"{where}: `type` is number or time")
-    return TraitDef(name, spec.get("description", ""), typ, entity, agg, of, t, window, dict(conds))
+    return TraitDef(name, spec.get("description", ""), typ, entity, agg, of, t, window, dict(conds), by=by)
 
 
 @dataclass
@@ -156,15 +172,22 @@ def compute_traits(
     now = clock.now()
     per_trait: dict[str, int] = {}
     rows: list[dict[str, Any]] = []
+    computed: dict[str, list[dict[str, Any]]] = {}
+    # a top_key trait reads another trait: compute that one first
+    names = sorted(names, key=lambda n: traitset.traits[n].builtin == "top_key")
     for name in names:
         d = traitset.traits[name]
-        got = _builtin(store, d, day, tz) if d.builtin else _aggregate(store, d, end)
+        if d.builtin == "top_key":
+            got = _top_key(store, d, computed.get(d.of or ""))
+        else:
+            got = _builtin(store, d, day, tz) if d.builtin else _aggregate(store, d, end)
+        computed[name] = got
         per_trait[name] = len(got)
         for r in got:
             rows.append({**r, "computed_at": now, "as_of": end})
-    computed = sorted({r["trait"] for r in rows} | set(names) | _siblings(traitset, names))
+    replaced = sorted({r["trait"] for r in rows} | set(names) | _siblings(traitset, names))
     with store.backend.transaction():
-        store.execute("DELETE FROM trait_value WHERE trait = ANY(:t)", {"t": computed})
+        store.execute("DELETE FROM trait_value WHERE trait = ANY(:t)", {"t": replaced})
         for start in range(0, len(rows), 200_000):
             store.insert("trait_value", rows[start : start + 200_000])
     return ComputeSummary(
@@ -209,12 +232,13 @@ def _aggregate(store: WorkspaceStore, d: TraitDef, end: datetime) -> list[dict[s
             conds.append(f"e.{k} = :w{i}")
             params[f"w{i}"] = v if isinstance(v, bool | int | float) else str(v)
     where = " AND ".join([f"{person} IS NOT NULL", *conds])
-    sql = f"SELECT {person} AS person_id, {fn.format(col)} AS v FROM {d.source} e {join} WHERE {where} GROUP BY 1"  # noqa: S608 - names checked by _check, values are parameters
+    key = f"coalesce(CAST(e.{d.by} AS TEXT), '')" if d.by else "''"
+    sql = f"SELECT {person} AS person_id, {key} AS k, {fn.format(col)} AS v FROM {d.source} e {join} WHERE {where} GROUP BY 1, 2"  # noqa: S608 - names checked by _check, values are parameters
     out = []
-    for pid, v in store.tuples(sql, params):
+    for pid, k, v in store.tuples(sql, params):
         if v is None:
             continue
-        row = _row(pid, d.name)
+        row = _row(pid, d.name, k)
         if d.type == "time":
             row["value_time"] = (
                 v if isinstance(v, datetime) else datetime.combine(v, dtime.min, tzinfo=end.tzinfo)
@@ -234,6 +258,31 @@ def _row(person: str, trait: str, key: str = "") -> dict[str, Any]:
         "value_text": None,
         "value_time": None,
     }
+
+
+def _top_key(store: WorkspaceStore, d: TraitDef, rows: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Per person, the key of `d.of` with the largest value (ties: the first key in order)."""
+    if rows is None:  # not computed in this run: read the stored values
+        rows = [
+            {"person_id": p, "key": k, "value_num": v}
+            for p, k, v in store.tuples(
+                "SELECT person_id, key, value_num FROM trait_value WHERE trait = :t", {"t": d.of}
+            )
+        ]
+    best: dict[str, tuple[float, str]] = {}
+    for r in rows:
+        v = r["value_num"]
+        if v is None or not r["key"]:
+            continue
+        cur = best.get(r["person_id"])
+        if cur is None or v > cur[0] or (v == cur[0] and r["key"] < cur[1]):
+            best[r["person_id"]] = (float(v), r["key"])
+    out = []
+    for pid, (_, key) in sorted(best.items()):
+        row = _row(pid, d.name)
+        row["value_text"] = key
+        out.append(row)
+    return out
 
 
 def _builtin(store: WorkspaceStore, d: TraitDef, day: date, tz: ZoneInfo) -> list[dict[str, Any]]:
