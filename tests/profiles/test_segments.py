@@ -65,6 +65,7 @@ DEFINITIONS: list[object] = [
         ]
     },
     {"segment": "老年"},
+    {"trait": "pdc", "key": ["statin", "ARB"], "op": ">=", "value": 0.5},
 ]
 
 

@@ -275,3 +275,30 @@ def test_keyed_definitions_are_checked(tmp_path: Path) -> None:
         bad.write_text(body, encoding="utf-8")
         with pytest.raises(ConfigError, match=message):
             load_traits(bad)
+
+
+def test_first_match_stage_and_decision_type(store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    compute_traits(store, as_of=AS_OF)
+    p1, p2 = _values(store, "P1"), _values(store, "P2")
+    assert p1[("stage_5a", "")] == "Act" and p2[("stage_5a", "")] == "Act"  # both had a recent visit
+    assert p1[("decision_type", "")] == "中度"  # statin fills: chronic maintenance
+    assert ("decision_type", "") not in p2  # no fills this year
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "traits:\n"
+        "  fills_by_class: {from: dispense, aggregate: count, by: drug_class}\n"
+        "  kind:\n"
+        "    builtin: first_match\n"
+        "    rules:\n"
+        "      - {value: severe, when: {trait: fills_by_class, key: [oncology], op: '>=', value: 1}}\n"
+        "      - {value: chronic, when: {trait: fills_by_class, key: [statin, ARB], op: '>=', value: 3}}\n"
+        "    default: none\n",
+        encoding="utf-8",
+    )
+    compute_traits(store, load_traits(path), as_of=AS_OF)
+    assert _values(store, "P1")[("kind", "")] == "chronic" and _values(store, "P2")[("kind", "")] == "none"
+    path.write_text(
+        "traits:\n  k: {builtin: first_match, rules: [{value: a, when: {trait: nope, op: exists}}]}\n"
+    )
+    with pytest.raises(ConfigError, match="not in this file"):
+        load_traits(path)

@@ -12,7 +12,7 @@ A condition is JSON / YAML::
     {"trait": "pdc", "op": "exists"}
 
 Operators: ``= != > >= < <= between in not_in exists missing``. ``key`` picks one key of a keyed trait (e.g.
-a drug class); ``"*"`` means any key satisfies it. A missing value fails every comparison unless the
+a drug class); ``"*"`` means any key satisfies it, a list means any of those keys. A missing value fails every comparison unless the
 condition gives a ``default``. `evaluate` returns the verdict with, for each leaf, the values it saw —
 what `careloop tags show` and segment explanations print.
 """
@@ -40,7 +40,7 @@ class Leaf:
     trait: str
     op: str
     value: Any = None
-    key: str | None = None  # None: the unkeyed value; "*": any key
+    key: str | tuple[str, ...] | None = None  # None: the unkeyed value; "*" or a list: any of them
     default: Any = None
 
 
@@ -120,6 +120,10 @@ def parse(spec: Any, where: str = "condition") -> Node:
     key = spec.get("key")
     for part in (trait, value, key, spec.get("default")):
         reject_nul(part, where)
+    if isinstance(key, list):
+        if not key:
+            raise ConfigError(f"{where}: `key` as a list needs at least one key")
+        return Leaf(trait, op, value, tuple(str(k) for k in key), spec.get("default"))
     return Leaf(trait, op, value, None if key is None else str(key), spec.get("default"))
 
 
@@ -157,6 +161,8 @@ def evaluate(node: Node, traits: Traits, as_of: date, tz: ZoneInfo) -> Verdict:
 def _values(leaf: Leaf, traits: Traits) -> dict[str, Any]:
     if leaf.key == "*":
         return {k: v for (t, k), v in traits.items() if t == leaf.trait}
+    if isinstance(leaf.key, tuple):
+        return {k: v for (t, k), v in traits.items() if t == leaf.trait and k in leaf.key}
     k = leaf.key or ""
     return {k: traits[(leaf.trait, k)]} if (leaf.trait, k) in traits else {}
 
@@ -207,7 +213,7 @@ def _compare(v: Any, op: str, target: Any) -> bool:
 def describe(node: Node) -> str:
     if isinstance(node, Group):
         return f"{node.kind}({', '.join(describe(c) for c in node.children)})"
-    key = f"[{node.key}]" if node.key else ""
+    key = f"[{'|'.join(node.key) if isinstance(node.key, tuple) else node.key}]" if node.key else ""
     if node.op in ("exists", "missing"):
         return f"{node.trait}{key} {node.op}"
     default = f" (missing = {node.default})" if node.default is not None else ""

@@ -115,7 +115,9 @@ class _Compiler:
 
     def trait(self, leaf: cond.Leaf) -> str:
         base = f"t.person_id = p.person_id AND t.trait = {self.param(leaf.trait)}"
-        if leaf.key != "*":
+        if isinstance(leaf.key, tuple):
+            base += f" AND t.key = ANY({self.param(list(leaf.key))})"
+        elif leaf.key != "*":
             base += f" AND t.key = {self.param(leaf.key or '')}"
         any_value = f"EXISTS (SELECT 1 FROM trait_value t WHERE {base})"
         if leaf.op == "exists":

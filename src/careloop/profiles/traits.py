@@ -15,6 +15,7 @@ traits computed.
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
@@ -27,11 +28,16 @@ from careloop.config import get_settings
 from careloop.domain import entities, field_specs
 from careloop.errors import ConfigError
 from careloop.profiles.adherence import Fill, class_adherence
+from careloop.profiles.conditions import evaluate, traits_used
+from careloop.profiles.conditions import parse as cond_parse
 from careloop.profiles.definitions import read_definitions
+from careloop.profiles.tags import load_person_traits
 from careloop.storage import WorkspaceStore
 
 AGGREGATES = ("count", "count_distinct", "sum", "min", "max", "avg")
-BUILTINS = ("age", "age_band", "adherence", "top_key")
+BUILTINS = ("age", "age_band", "adherence", "top_key", "first_match")
+#: builtins that read other traits, so they are computed after every other trait of a run
+_DERIVED = ("top_key", "first_match")
 AGE_BANDS = (
     (14, "<14"),
     (25, "14-24"),
@@ -56,6 +62,8 @@ class TraitDef:
     where: dict[str, Any] = field(default_factory=dict)
     builtin: str | None = None
     by: str | None = None  # a field of the entity: one value per distinct value of it (the trait's key)
+    rules: tuple[tuple[str, Any], ...] = ()  # first_match: (value, condition) in order
+    default: str | None = None  # first_match: the value when no rule holds
 
 
 @dataclass
@@ -72,11 +80,45 @@ def load_traits(path: Path | None = None) -> TraitSet:
         raise ConfigError(f"{origin}: expected `traits:` mapping names to definitions (see docs/traits.md)")
     defs = {str(name): _check(str(name), spec or {}, origin) for name, spec in raw.items()}
     for d in defs.values():
+        used = set().union(*(traits_used(c) for _, c in d.rules)) if d.rules else set()
+        if used - defs.keys() - _sibling_names(defs):
+            raise ConfigError(
+                f"{origin}: trait {d.name!r} reads trait(s) not in this file: {', '.join(sorted(used - defs.keys()))}"
+            )
         if d.builtin == "top_key" and (d.of not in defs or defs[d.of].by is None):
             raise ConfigError(
                 f"{origin}: trait {d.name!r}: `of` must name a trait of this file computed `by` a field"
             )
     return TraitSet(int(data.get("version", 1)), defs)
+
+
+def _first_match(name: str, spec: dict[str, Any], where: str) -> TraitDef:
+    rules = spec.get("rules")
+    if not isinstance(rules, list) or not rules:
+        raise ConfigError(f"{where}: builtin first_match needs `rules`: a list of {{value, when}} in order")
+    parsed = []
+    for i, r in enumerate(rules):
+        if not isinstance(r, dict) or "value" not in r or "when" not in r:
+            raise ConfigError(f"{where}: rules[{i}] needs `value` and `when`")
+        parsed.append((str(r["value"]), cond_parse(r["when"], f"{where}.rules[{i}]")))
+    default = spec.get("default")
+    return TraitDef(
+        name,
+        spec.get("description", ""),
+        "text",
+        builtin="first_match",
+        rules=tuple(parsed),
+        default=None if default is None else str(default),
+    )
+
+
+def _sibling_names(defs: dict[str, TraitDef]) -> set[str]:
+    return {
+        f"{n}_{s}"
+        for n, d in defs.items()
+        if d.builtin == "adherence"
+        for s in ("mpr", "adherent", "run_out")
+    }
 
 
 def _check(name: str, spec: dict[str, Any], origin: str) -> TraitDef:
@@ -86,7 +128,9 @@ def _check(name: str, spec: dict[str, Any], origin: str) -> TraitDef:
     if spec.get("builtin"):
         if spec["builtin"] not in BUILTINS:
             raise ConfigError(f"{where}: builtin {spec['builtin']!r} is not one of {', '.join(BUILTINS)}")
-        typ = "text" if spec["builtin"] in ("age_band", "top_key") else "number"
+        typ = "text" if spec["builtin"] in ("age_band", "top_key", "first_match") else "number"
+        if spec["builtin"] == "first_match":
+            return _first_match(name, spec, where)
         if spec["builtin"] == "top_key" and not isinstance(spec.get("of"), str):
             raise ConfigError(
                 f"{where}: builtin top_key needs `of`: the keyed trait whose largest key it names"
@@ -174,11 +218,13 @@ def compute_traits(
     rows: list[dict[str, Any]] = []
     computed: dict[str, list[dict[str, Any]]] = {}
     # a top_key trait reads another trait: compute that one first
-    names = sorted(names, key=lambda n: traitset.traits[n].builtin == "top_key")
+    names = sorted(names, key=lambda n: traitset.traits[n].builtin in _DERIVED)
     for name in names:
         d = traitset.traits[name]
         if d.builtin == "top_key":
             got = _top_key(store, d, computed.get(d.of or ""))
+        elif d.builtin == "first_match":
+            got = _first_match_values(store, d, computed, day, tz)
         else:
             got = _builtin(store, d, day, tz) if d.builtin else _aggregate(store, d, end)
         computed[name] = got
@@ -258,6 +304,37 @@ def _row(person: str, trait: str, key: str = "") -> dict[str, Any]:
         "value_text": None,
         "value_time": None,
     }
+
+
+def _first_match_values(
+    store: WorkspaceStore, d: TraitDef, computed: dict[str, list[dict[str, Any]]], day: date, tz: ZoneInfo
+) -> list[dict[str, Any]]:
+    """Per person, the value of the first rule that holds (traits of this run, else as stored)."""
+    needed = set().union(*(traits_used(c) for _, c in d.rules))
+    values: dict[str, dict[tuple[str, str], Any]] = defaultdict(dict)
+    stored = needed - computed.keys()
+    if stored:
+        for pid, mine in load_person_traits(store, stored).items():
+            values[pid].update(mine)
+    for name in needed & computed.keys():
+        for r in computed[name]:
+            v = (
+                r["value_text"]
+                if r["value_text"] is not None
+                else r["value_time"]
+                if r["value_time"] is not None
+                else r["value_num"]
+            )
+            values[r["person_id"]][(r["trait"], r["key"])] = v
+    out = []
+    for (pid,) in store.tuples("SELECT person_id FROM person"):
+        mine = values.get(pid, {})
+        chosen = next((value for value, c in d.rules if evaluate(c, mine, day, tz).holds), d.default)
+        if chosen is not None:
+            row = _row(pid, d.name)
+            row["value_text"] = chosen
+            out.append(row)
+    return out
 
 
 def _top_key(store: WorkspaceStore, d: TraitDef, rows: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
