@@ -162,23 +162,20 @@ def register(app: typer.Typer) -> None:
         workspace: str | None = WorkspaceOpt,
         json: bool = JsonOpt,
     ) -> None:
-        """The stored members of a segment (as of its last refresh)."""
-        from careloop.profiles.segments import get_segment
+        """The stored members of a segment (as of its last refresh); --limit 0 for all."""
+        from careloop.profiles.segments import stored_members
 
         with open_backend() as backend:
-            store = backend.workspace(workspace_name(workspace))
-            get_segment(store, name)
-            rows = store.rows(
-                "SELECT person_id, version, entered_at FROM segment_member WHERE segment = :s ORDER BY person_id",
-                {"s": name},
+            total, rows = stored_members(
+                backend.workspace(workspace_name(workspace)), name, limit=limit or None
             )
         if json:
-            print_json(rows[:limit] if limit else rows)
+            print_json(rows)
             return
         print_table(
-            f"{name}: {len(rows):,} members",
+            f"{name}: {total:,} members",
             ["person", "version", "entered"],
-            [(r["person_id"], r["version"], r["entered_at"]) for r in rows[:limit]],
+            [(r["person_id"], r["version"], r["entered_at"]) for r in rows],
         )
 
     @seg.command("explain")
@@ -213,19 +210,14 @@ def register(app: typer.Typer) -> None:
         workspace: str | None = WorkspaceOpt,
     ) -> None:
         """Write a segment's stored members to CSV (person ids only: identifiers stay in careloop)."""
-        from careloop.profiles.segments import get_segment
+        from careloop.profiles.segments import stored_members
 
         with open_backend() as backend:
-            store = backend.workspace(workspace_name(workspace))
-            seg_ = get_segment(store, name)
-            rows = store.tuples(
-                "SELECT person_id, entered_at FROM segment_member WHERE segment = :s ORDER BY person_id",
-                {"s": name},
-            )
+            _, rows = stored_members(backend.workspace(workspace_name(workspace)), name)
         with output.open("w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(["person_id", "segment", "version", "entered_at"])
-            w.writerows([(p, name, seg_.version, at) for p, at in rows])
+            w.writerows([(r["person_id"], name, r["version"], r["entered_at"]) for r in rows])
         console.print(f"{len(rows):,} members of {name} written to {output}")
 
     app.add_typer(seg, name="segment")

@@ -49,8 +49,7 @@ class SegmentTrigger:
         if cached and time.monotonic() - cached[0] < _RELOAD_SECONDS:
             return cached[1]
         found = []
-        for row in seg.list_segments(store):
-            s = seg.get_segment(store, row["name"])
+        for s in seg.all_segments(store):  # one query: definitions only, no member counts
             try:
                 if seg.has_event_conditions(s.definition):
                     found.append(s)

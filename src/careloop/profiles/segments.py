@@ -253,6 +253,31 @@ def _segment_refs(node: Any) -> set[str]:
     return set()
 
 
+def stored_members(
+    store: WorkspaceStore, name: str, *, limit: int | None = None, offset: int = 0
+) -> tuple[int, list[dict[str, Any]]]:
+    """(total, members as of the last refresh: person_id, version, entered_at), by person id, paged."""
+    get_segment(store, name)
+    total = int(store.scalar("SELECT count(*) FROM segment_member WHERE segment = :s", {"s": name}) or 0)
+    page = " LIMIT :lim OFFSET :off" if limit is not None else ""
+    rows = store.rows(
+        f"SELECT person_id, version, entered_at FROM segment_member WHERE segment = :s ORDER BY person_id{page}",
+        {"s": name, "lim": limit, "off": offset} if limit is not None else {"s": name},
+    )
+    return total, rows
+
+
+def all_segments(store: WorkspaceStore) -> list[Segment]:
+    """Every stored segment with its definition, in one query."""
+    out = []
+    for name, description, definition, version in store.tuples(
+        "SELECT name, description, definition, version FROM segment ORDER BY name"
+    ):
+        d = orjson.loads(definition) if isinstance(definition, str) else definition
+        out.append(Segment(name, description or "", d, int(version)))
+    return out
+
+
 def get_segment(store: WorkspaceStore, name: str) -> Segment:
     # tuples, not Arrow: Arrow would give every JSON object of a definition the keys of all the others
     rows = store.tuples(

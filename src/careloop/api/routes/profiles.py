@@ -81,13 +81,7 @@ def members(
     limit: int = Query(100, ge=1, le=10_000),
     s: WorkspaceStore = Depends(store),
 ) -> dict[str, Any]:
-    seg.get_segment(s, name)
-    total = int(s.scalar("SELECT count(*) FROM segment_member WHERE segment = :s", {"s": name}) or 0)
-    rows = s.rows(
-        "SELECT person_id, version, entered_at FROM segment_member WHERE segment = :s "
-        "ORDER BY person_id LIMIT :lim OFFSET :off",
-        {"s": name, "lim": limit, "off": offset},
-    )
+    total, rows = seg.stored_members(s, name, limit=limit, offset=offset)
     return {"segment": name, "total": total, "items": rows}
 
 
