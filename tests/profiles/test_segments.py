@@ -12,8 +12,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from careloop.clock import FixedClock
 from careloop.errors import ConfigError
-from careloop.profiles.segments import count, explain, members, parse, refresh, save_segment
+from careloop.profiles.segments import (
+    count,
+    explain,
+    get_segment,
+    members,
+    parse,
+    refresh,
+    refresh_all,
+    save_segment,
+    update_memberships,
+)
 from careloop.storage import Backend, WorkspaceStore
 
 AS_OF = date(2026, 10, 31)
@@ -66,6 +77,14 @@ DEFINITIONS: list[object] = [
     },
     {"segment": "老年"},
     {"trait": "pdc", "key": ["statin", "ARB"], "op": ">=", "value": 0.5},
+    {"household": {"trait": "age", "op": "<", "value": 14}},
+    {
+        "all": [
+            {"trait": "age", "op": ">=", "value": 45},
+            {"household": {"event": "app_opened", "count": 1, "within": "30d"}, "min": 1},
+        ]
+    },
+    {"not": {"household": {"trait": "visits_90d", "op": ">=", "value": 1}, "min": 2}},
 ]
 
 
@@ -111,6 +130,12 @@ def _seed(store: WorkspaceStore) -> None:
                     "patient_key": None if live else f"a{i}",
                 }
             )
+    homes = [  # households of 1-4 persons, in order
+        {"household_id": f"H{i // 3:03d}", "person_id": f"P{i:03d}", "role": "member"}
+        for i in range(N)
+        if i % 7 != 0
+    ]
+    store.insert("household_member", homes)
     store.insert("person", persons)
     store.insert("trait_value", traits)
     store.insert("identity_link", links)
@@ -137,6 +162,70 @@ def test_sql_and_explanations_agree_on_every_definition(store: WorkspaceStore) -
         assert count(store, d, as_of=AS_OF) == len(got)
         sizes.append(len(got))
     assert all(0 < n < N for n in sizes[:4])  # the data exercises the definitions, not only edge cases
+    assert all(0 < n < N for n in sizes[-3:])  # household conditions too
+
+
+def test_incremental_updates_agree_with_full_refresh(store: WorkspaceStore) -> None:
+    persons = [f"P{i:03d}" for i in range(N)]
+    for i, d in enumerate(DEFINITIONS):
+        save_segment(store, f"d{i}", d)
+    segs = [get_segment(store, f"d{i}") for i in range(len(DEFINITIONS))]
+    # from empty memberships, the per-person evaluator finds exactly the SQL members
+    update_memberships(store, persons[:25], segs, as_of=AS_OF)
+    update_memberships(store, persons[25:], segs, as_of=AS_OF)
+    for i, d in enumerate(DEFINITIONS):
+        stored = sorted(
+            r[0]
+            for r in store.tuples("SELECT person_id FROM segment_member WHERE segment = :s", {"s": f"d{i}"})
+        )
+        assert stored == members(store, d, as_of=AS_OF), d
+    # a full refresh then finds nothing to change
+    assert all(o["entered"] == o["left"] == 0 for o in refresh_all(store, as_of=AS_OF).values())
+    # new events for one person: the incremental update equals what a full refresh would do
+    store.insert(
+        "event",
+        [
+            {
+                "source": "app",
+                "key": f"new-{k}",
+                "event_type": "track",
+                "name": "refill_reminder_clicked",
+                "occurred_at": datetime(2026, 10, 30, 9, tzinfo=UTC),
+                "channel": "app",
+                "person_id": "P004",
+            }
+            for k in range(3)
+        ],
+    )
+    out = update_memberships(store, ["P004"], segs, as_of=AS_OF, cause="event")
+    assert out["d14"]["entered"] == 1  # refill_reminder_clicked >= 2 within 30d
+    assert all(o["entered"] == o["left"] == 0 for o in refresh_all(store, as_of=AS_OF).values())
+    change = store.tuples(
+        "SELECT change, cause FROM segment_change WHERE segment = 'd14' AND person_id = 'P004'"
+    )
+    assert ("entered", "event") in change
+
+
+def test_trait_changes_re_evaluate_the_segments_that_use_them(store: WorkspaceStore) -> None:
+    from careloop.profiles.segments import segments_using
+
+    save_segment(store, "老年活跃", {"all": [{"segment": "老年"}, {"event": "app_opened", "count": 1}]})
+    save_segment(store, "家有儿童", {"household": {"trait": "age", "op": "<", "value": 14}})
+    save_segment(store, "复诊", {"trait": "visits_90d", "op": ">=", "value": 1})
+    assert segments_using(store, ["age"]) == ["家有儿童", "老年", "老年活跃"]
+    assert segments_using(store, ["visits_90d", "pdc"]) == ["复诊"]
+    refresh_all(store, as_of=AS_OF)
+    young = store.scalar(
+        "SELECT person_id FROM trait_value WHERE trait = 'age' AND value_num < 60 ORDER BY person_id"
+    )
+    store.execute(
+        "UPDATE trait_value SET value_num = 70 WHERE trait = 'age' AND person_id = :p", {"p": young}
+    )
+    out = refresh_all(store, segments_using(store, ["age"]), as_of=AS_OF, cause="traits")
+    assert out["老年"]["entered"] == 1 and out["老年"]["left"] == 0
+    assert store.tuples(
+        "SELECT change, cause FROM segment_change WHERE segment = '老年' AND person_id = :p", {"p": young}
+    ) == [("entered", "traits")]
 
 
 def test_explain_says_why_condition_by_condition(store: WorkspaceStore) -> None:
@@ -227,7 +316,7 @@ def test_segment_cli(tmp_path: Path) -> None:
     for name in ("老年", "活跃老年"):
         out = orjson.loads(
             runner.invoke(app, ["segment", "refresh", name, "--as-of", "2026-10-31", "--json"]).stdout
-        )
+        )[0]
         n = orjson.loads(
             runner.invoke(app, ["segment", "count", name, "--as-of", "2026-10-31", "--json"]).stdout
         )
@@ -243,7 +332,37 @@ def test_segment_cli(tmp_path: Path) -> None:
     assert why["in"] is True and why["because"]["because"][0]["condition"] == "member of 老年"
     r = runner.invoke(app, ["segment", "export", "活跃老年", "--output", str(tmp_path / "m.csv")])
     assert r.exit_code == 0 and (tmp_path / "m.csv").read_text().startswith("person_id,segment,version")
+    again = orjson.loads(
+        runner.invoke(app, ["segment", "refresh", "--all", "--as-of", "2026-10-31", "--json"]).stdout
+    )
+    assert [o["segment"] for o in again] == ["老年", "活跃老年"]  # referenced first
+    assert all(o["entered"] == o["left"] == 0 for o in again)
+    assert runner.invoke(app, ["segment", "refresh"]).exit_code == 2
     r = runner.invoke(app, ["segment", "create", "bad", "{all: []}"])
     assert r.exit_code == 2 and "non-empty list" in r.output
     r = runner.invoke(app, ["segment", "count", "nope"])
     assert r.exit_code == 1 and "careloop segment list" in r.output
+
+
+def test_counts_are_identical_on_duckdb_and_postgresql(
+    tmp_path: Path, clock: FixedClock, postgres_server_url: str
+) -> None:
+    """The same data in both engines: every definition selects the same persons."""
+    from careloop.storage import connect
+    from tests.conftest import _reset_postgres
+
+    _reset_postgres(postgres_server_url)
+    got = {}
+    for name, url in (("duckdb", f"duckdb:///{tmp_path / 'x.duckdb'}"), ("postgres", postgres_server_url)):
+        backend = connect(url, clock=clock)
+        try:
+            s = backend.workspace("default")
+            _seed(s)
+            save_segment(s, "老年", {"trait": "age", "op": ">=", "value": 65})
+            refresh(s, "老年", as_of=AS_OF)
+            got[name] = [members(s, d, as_of=AS_OF) for d in DEFINITIONS]
+        finally:
+            backend.close()
+    assert len(DEFINITIONS) >= 20
+    assert got["duckdb"] == got["postgres"]
+    assert sum(len(m) for m in got["duckdb"]) > 0

@@ -19,6 +19,7 @@ from careloop.bench.events_bench import bench_events
 from careloop.bench.identity_bench import bench_identity
 from careloop.bench.patient360_bench import bench_patient360
 from careloop.bench.report import BenchResult
+from careloop.bench.segments_bench import bench_segments
 from careloop.clock import SYSTEM_CLOCK
 from careloop.config import Settings
 from careloop.ingest.pipeline import Ingestor
@@ -98,4 +99,5 @@ SCENARIOS: dict[str, Scenario] = {
     "identity": bench_identity,
     "patient360": bench_patient360,
     "events": bench_events,
+    "segments": bench_segments,
 }

@@ -135,24 +135,29 @@ def register(app: typer.Typer) -> None:
     @seg.command("refresh")
     @handle_errors
     def refresh_(
-        name: str = typer.Argument(...),
+        names: list[str] | None = typer.Argument(None, help="segments to refresh (or --all)"),
+        all_: bool = typer.Option(False, "--all", help="every segment, referenced ones first"),
         as_of: str | None = AsOfOpt,
         workspace: str | None = WorkspaceOpt,
         json: bool = JsonOpt,
     ) -> None:
-        """Re-evaluate a segment and store its members (reports who entered and left)."""
-        from careloop.profiles.segments import refresh
+        """Re-evaluate segments over everyone and store their members (reports who entered and left)."""
+        from careloop.profiles.segments import refresh_all
 
+        if not names and not all_:
+            raise ConfigError("name the segments to refresh, or pass --all")
         with open_backend() as backend:
-            out = refresh(
-                backend.workspace(workspace_name(workspace)), name, as_of=_day(as_of), clock=backend.clock
+            out = refresh_all(
+                backend.workspace(workspace_name(workspace)),
+                None if all_ else names,
+                as_of=_day(as_of),
+                clock=backend.clock,
             )
         if json:
-            print_json({"segment": name, **out})
+            print_json([{"segment": n, **o} for n, o in out.items()])
             return
-        console.print(
-            f"{name}: {out['members']:,} members ({out['entered']:,} entered, {out['left']:,} left)"
-        )
+        for n, o in out.items():
+            console.print(f"{n}: {o['members']:,} members ({o['entered']:,} entered, {o['left']:,} left)")
 
     @seg.command("members")
     @handle_errors

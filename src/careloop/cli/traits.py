@@ -55,10 +55,15 @@ def register(app: typer.Typer) -> None:
         as_of: str | None = typer.Option(None, "--as-of", help="the day windows end on (default: today)"),
         only: list[str] | None = typer.Option(None, "--trait", help="compute only this trait (repeatable)"),
         definitions: Path | None = DefsOpt,
+        segments: bool = typer.Option(
+            True, "--refresh-segments/--no-refresh-segments", help="re-evaluate the segments that use them"
+        ),
         workspace: str | None = WorkspaceOpt,
         json: bool = JsonOpt,
     ) -> None:
-        """Compute traits for every person (run after ingestion and `careloop identity resolve`)."""
+        """Compute traits for every person (run after ingestion and `careloop identity resolve`), then
+        re-evaluate the segments that use them (entries and exits logged with cause `traits`)."""
+        from careloop.profiles.segments import refresh_all, segments_using
         from careloop.profiles.traits import compute_traits, load_traits
 
         try:
@@ -67,11 +72,21 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--as-of must be a date like 2026-10-31, not {as_of!r}") from None
         ts = load_traits(definitions)
         with open_backend() as backend:
-            summary = compute_traits(
-                backend.workspace(workspace_name(workspace)), ts, as_of=day, only=only, clock=backend.clock
+            store = backend.workspace(workspace_name(workspace))
+            summary = compute_traits(store, ts, as_of=day, only=only, clock=backend.clock)
+            refreshed = (
+                refresh_all(
+                    store,
+                    segments_using(store, list(summary.per_trait)),
+                    as_of=day,
+                    clock=backend.clock,
+                    cause="traits",
+                )
+                if segments
+                else {}
             )
         if json:
-            print_json(summary.as_dict())
+            print_json({**summary.as_dict(), "segments": refreshed})
             return
         print_table(
             f"traits as of {summary.as_of:%Y-%m-%d} ({summary.seconds} s)",
@@ -79,6 +94,10 @@ def register(app: typer.Typer) -> None:
             [(k, f"{v:,}") for k, v in summary.per_trait.items()],
         )
         console.print(f"{summary.values:,} values for {summary.persons:,} persons")
+        for n, o in refreshed.items():
+            console.print(
+                f"segment {n}: {o['members']:,} members ({o['entered']:,} entered, {o['left']:,} left)"
+            )
 
     @traits.command("show")
     @handle_errors

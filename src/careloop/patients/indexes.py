@@ -24,10 +24,13 @@ LOOKUP_COLUMNS: dict[str, tuple[str, ...]] = {
     "prescription": ("patient_key",),
     "dispense": ("patient_key",),
     "appointment": ("patient_key",),
-    "event": ("patient_key",),
+    "event": ("patient_key", "person_id"),
     "consent": ("patient_key",),
     "message": ("patient_key",),
     "event_identity": ("id_bidx",),
+    # incremental segment membership reads a person's traits, events and memberships
+    "trait_value": ("person_id",),
+    "segment_member": ("person_id",),
 }
 
 

@@ -1,10 +1,11 @@
 """Segment membership kept current by the event stream.
 
 `SegmentTrigger` subscribes to the stream processor (`careloop.events.processor`). For each processed
-batch it re-evaluates — for the persons of the batch only — every segment whose members events can
-change (it counts events, or contains such a segment), in dependency order, stores who entered and who
-left (`segment_change`, cause ``event``) and records how long the event took from its durable write to
-an up-to-date membership (`careloop_event_to_segment_seconds`).
+batch it re-evaluates — for the persons of the batch only (and their household members when a segment
+looks at households) — every segment whose members events can change (it counts events, looks at
+households, or contains another segment), in dependency order, stores who entered and who left
+(`segment_change`, cause ``event``) and records how long the event took from its durable write to an
+up-to-date membership (`careloop_event_to_segment_seconds`).
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ class SegmentTrigger:
 
     def __call__(self, store: WorkspaceStore, events: Sequence[StoredEvent]) -> None:
         persons = sorted({e.person_id for e in events if e.person_id})
-        if not persons:
+        live = self._live_segments(store)
+        if not persons or not live:
             return
-        for s in self._live_segments(store):
-            out = seg._apply(store, s, as_of=None, clock=self.clock, persons=persons, cause="event")
-            self.changes += out["entered"] + out["left"]
+        out = seg.update_memberships(store, persons, live, clock=self.clock, cause="event")
+        self.changes += sum(o["entered"] + o["left"] for o in out.values())
         if self.metrics is not None:
             done = time.time()
             for e in events:
@@ -44,7 +45,7 @@ class SegmentTrigger:
                     self.metrics.segment_seconds.observe(max(0.0, done - e.received_at.timestamp()))
 
     def _live_segments(self, store: WorkspaceStore) -> list[seg.Segment]:
-        """Segments events can change, referenced ones first (cached for a few seconds)."""
+        """Segments events can change (cached for a few seconds)."""
         cached = self._segments.get(store.workspace)
         if cached and time.monotonic() - cached[0] < _RELOAD_SECONDS:
             return cached[1]
@@ -55,25 +56,5 @@ class SegmentTrigger:
                     found.append(s)
             except Exception:  # a stored definition that no longer parses is skipped, not fatal
                 log.warning("segment skipped by the live trigger: its definition does not parse")
-        ordered = _dependency_order(found)
-        self._segments[store.workspace] = (time.monotonic(), ordered)
-        return ordered
-
-
-def _dependency_order(segments: list[seg.Segment]) -> list[seg.Segment]:
-    by_name = {s.name: s for s in segments}
-    done: list[seg.Segment] = []
-    seen: set[str] = set()
-
-    def visit(s: seg.Segment) -> None:
-        if s.name in seen:
-            return
-        seen.add(s.name)
-        for ref in sorted(seg._segment_refs(seg.parse(s.definition))):
-            if ref in by_name:
-                visit(by_name[ref])
-        done.append(s)
-
-    for s in segments:
-        visit(s)
-    return done
+        self._segments[store.workspace] = (time.monotonic(), found)
+        return found
