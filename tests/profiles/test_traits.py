@@ -35,7 +35,7 @@ def store(backend: Backend):  # type: ignore[no-untyped-def]
     s.insert(
         "person",
         [
-            {"person_id": "P1", "birth_date": date(1970, 11, 1)},  # 55 on the as-of day (birthday tomorrow)
+            {"person_id": "P1", "birth_date": date(1970, 11, 1), "sex": "female"},  # 55 on the as-of day
             {"person_id": "P2", "birth_date": date(2016, 1, 1)},
         ],
     )
@@ -159,7 +159,8 @@ def test_shipped_traits_on_every_backend(store) -> None:  # type: ignore[no-unty
     assert p1[("last_visit_at", "")].date() == date(2026, 10, 1)  # type: ignore[union-attr]
     assert p1[("no_shows_365d", "")] == 1.0 and ("cancellations_90d", "") not in p1
     assert p1[("spend_365d", "")] == pytest.approx(4 * 120.5)  # the 2025-11-05 fill is 360 days back: in
-    assert p1[("age", "")] == 55.0 and p1[("age_band", "")] == "55-64"
+    assert p1[("age", "")] == 55.0 and p1[("age_band", "")] == "55-64"  # birthday tomorrow
+    assert p1[("sex", "")] == "female" and ("sex", "") not in _values(store, "P2")  # P2's is unknown
     # four back-to-back 90-day fills from 2025-11-05 (the index date): 2025-11-05 .. 2026-10-30 covered,
     # 360 of the 361 days to the as-of day
     assert p1[("pdc", "statin")] == pytest.approx(360 / 361) and p1[("pdc_adherent", "statin")] == 1.0

@@ -40,10 +40,11 @@ class BenchResult:
         return self.figure / self.baseline if self.baseline else float("nan")
 
     def row(self, machine: str, when: datetime) -> str:
+        ratio = f"{self.ratio:.2f}" if self.ratio >= 0.01 else f"{self.ratio:.4f}"  # small latency ratios
         return (
             f"| {self.scenario} | {self.size} | {_num(self.figure)} {self.unit}{_paren(self.note)} | "
             f"{_num(self.baseline)} {self.unit}{_paren(self.baseline_note)} ({self.baseline_name}) | "
-            f"{self.ratio:.2f} | {machine} | "
+            f"{ratio} | {machine} | "
             f"{when:%Y-%m-%d} | `{self.command}` |"
         )
 

@@ -35,7 +35,7 @@ from careloop.profiles.tags import load_person_traits
 from careloop.storage import WorkspaceStore
 
 AGGREGATES = ("count", "count_distinct", "sum", "min", "max", "avg")
-BUILTINS = ("age", "age_band", "adherence", "top_key", "first_match")
+BUILTINS = ("age", "age_band", "sex", "adherence", "top_key", "first_match")
 #: builtins that read other traits, so they are computed after every other trait of a run
 _DERIVED = ("top_key", "first_match")
 AGE_BANDS = (
@@ -128,7 +128,7 @@ def _check(name: str, spec: dict[str, Any], origin: str) -> TraitDef:
     if spec.get("builtin"):
         if spec["builtin"] not in BUILTINS:
             raise ConfigError(f"{where}: builtin {spec['builtin']!r} is not one of {', '.join(BUILTINS)}")
-        typ = "text" if spec["builtin"] in ("age_band", "top_key", "first_match") else "number"
+        typ = "text" if spec["builtin"] in ("age_band", "sex", "top_key", "first_match") else "number"
         if spec["builtin"] == "first_match":
             return _first_match(name, spec, where)
         if spec["builtin"] == "top_key" and not isinstance(spec.get("of"), str):
@@ -363,6 +363,11 @@ def _top_key(store: WorkspaceStore, d: TraitDef, rows: list[dict[str, Any]] | No
 
 
 def _builtin(store: WorkspaceStore, d: TraitDef, day: date, tz: ZoneInfo) -> list[dict[str, Any]]:
+    if d.builtin == "sex":
+        return [
+            {**_row(pid, d.name), "value_text": str(sex)}
+            for pid, sex in store.tuples("SELECT person_id, sex FROM person WHERE sex IS NOT NULL")
+        ]
     if d.builtin in ("age", "age_band"):
         out = []
         for pid, birth in store.tuples(
