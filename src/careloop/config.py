@@ -55,6 +55,10 @@ class Settings(BaseSettings):
         description="embedded server: write-ahead log size that forces a checkpoint while busy; "
         "below it, checkpoints wait for a quiet second (a checkpoint pauses every write)",
     )
+    models_dir: Path = Field(
+        Path(".careloop/models"),
+        description="fitted models with their cards (config, versions, data hash, report); one folder per workspace",
+    )
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     benchmarks_file: Path = Path("docs/benchmarks.md")

@@ -8,7 +8,9 @@
     ├── IngestError            a source cannot be read at all (bad rows are quarantined, not raised)
     │   └── MappingError       a column mapping does not fit the file
     ├── PrivacyError           keys missing or an operation not allowed on personal data
-    └── NotFoundError          a named thing (run, quarantine row, entity) does not exist
+    ├── NotFoundError          a named thing (run, quarantine row, entity) does not exist
+    └── ModelError             a model cannot be fitted, saved, loaded or scored as asked
+        └── ModelMismatchError a saved model does not match the version, config or data expected
 
 The API maps these to problem-details responses; the CLI prints them and exits non-zero.
 """
@@ -69,3 +71,14 @@ class NotFoundError(CareloopError):
     """A named object does not exist."""
 
     http_status = 404
+
+
+class ModelError(CareloopError):
+    """A model cannot be fitted, saved, loaded or scored as asked."""
+
+    exit_code = 2
+    http_status = 422
+
+
+class ModelMismatchError(ModelError):
+    """A saved model was fitted with another version, configuration or data than the caller expects."""

@@ -104,6 +104,8 @@ def test_every_command_has_help() -> None:
         ["bench", "--help"],
         ["db", "status", "--help"],
         ["serve", "--help"],
+        ["persona", "build", "--help"],
+        ["lookalike", "--help"],
     ):
         result = runner.invoke(app, args)
         assert result.exit_code == 0, args

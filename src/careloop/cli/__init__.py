@@ -39,7 +39,9 @@ def _register_all() -> None:
         events,
         identity,
         ingest,
+        lookalike,
         patient,
+        persona,
         quarantine,
         segment,
         serve,
@@ -63,6 +65,8 @@ def _register_all() -> None:
         traits,
         tags,
         segment,
+        persona,
+        lookalike,
     ):
         module.register(app)
 

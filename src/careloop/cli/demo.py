@@ -60,6 +60,30 @@ def resolve_identity(workspace: str, quiet: bool) -> dict[str, Any]:
     }
 
 
+def build_profiles(workspace: str, as_of: date, quiet: bool) -> dict[str, Any]:
+    """Traits, tags, the seed personas as segments (members stored) and a persona run, as of the last
+    day of the demo's history."""
+    from careloop.cli._context import open_backend
+    from careloop.profiles.personas import build_personas, seed_personas
+    from careloop.profiles.tags import apply_tags
+    from careloop.profiles.traits import compute_traits
+
+    if not quiet:
+        console.print("computing traits, tags, seed-persona segments and personas ...")
+    with open_backend() as backend:
+        store = backend.workspace(workspace)
+        traits = compute_traits(store, as_of=as_of, clock=backend.clock)
+        tags = apply_tags(store, as_of=as_of, clock=backend.clock)
+        seeds = seed_personas(store, refresh=True, as_of=as_of, clock=backend.clock)
+        run = build_personas(store, clock=backend.clock)
+    return {
+        "traits": traits.values,
+        "tagged": tags.tagged,
+        "segments": {s["name"]: s["members"] for s in seeds},
+        "personas": run.k,
+    }
+
+
 DEMO_SOURCE = "zhijiang-app"
 
 
@@ -116,6 +140,7 @@ def register(app: typer.Typer) -> None:
         data = prepare_data(data_dir, patients, seed, last_day, quiet=json)
         summary = run_ingest(data_dir, "parquet", None, None, None, quiet=json)
         identity = resolve_identity(summary.workspace, quiet=json)
+        profiles = build_profiles(summary.workspace, last_day, quiet=json)
         events = demo_event_source(summary.workspace)
         out: dict[str, Any] = {
             "database_url": s.database_url,
@@ -123,6 +148,7 @@ def register(app: typer.Typer) -> None:
             "data": {k: v for k, v in data.items() if k != "synth"},
             "ingest": summary.to_dict(),
             "identity": identity,
+            "profiles": profiles,
             "events": events,
             "seconds": round(time.perf_counter() - started, 1),
         }
@@ -149,6 +175,12 @@ def register(app: typer.Typer) -> None:
             console.print(
                 f"identity: {identity['records']:,} patient records -> {identity['persons']:,} persons "
                 f"({identity['households']:,} households). Try: careloop patient show {identity['example_person']}"
+            )
+            console.print(
+                f"profiles: {profiles['traits']:,} trait values, {profiles['tagged']:,} persons tagged, "
+                f"{profiles['personas']} personas; seed segments "
+                + ", ".join(f"{n} {m:,}" for n, m in profiles["segments"].items())
+                + ". Try: careloop persona show, careloop segment list"
             )
             key_file = demo_key_file()
             if events["example_user_id"] and key_file.exists():

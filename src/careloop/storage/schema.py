@@ -463,6 +463,181 @@ PROFILE_TABLES: tuple[Table, ...] = (
 )
 
 
+#: Personas (careloop.profiles.personas): each clustering run with its criterion scores and the clusters'
+#: generated descriptions, and the person -> cluster assignments of the latest run.
+PERSONA_TABLES: tuple[Table, ...] = (
+    Table(
+        "persona_run",
+        (
+            WORKSPACE,
+            _op("run_id", T, False),
+            _op("seq", BI),  # 1, 2, ... in the order runs were stored: the latest has the largest
+            _op("computed_at", TS),
+            _op("as_of", TS),  # the traits' as-of day
+            _op("k", BI),
+            _op("criterion", T),  # how k was chosen (docs/personas.md)
+            _op("scores", J),  # criterion score per k tried
+            _op("persons", BI),
+            _op("features", J),  # the columns, their transform and imputation
+            _op("clusters", J),  # size, share, defining traits, descriptions (zh, en)
+            _op("settings", J),  # seed, sample size, k range, algorithm
+            _op("seconds", D),
+        ),
+        unique=("workspace_id", "run_id"),
+    ),
+    Table(
+        "persona_member",
+        (
+            WORKSPACE,
+            _op("run_id", T, False),
+            _op("person_id", T, False),
+            _op("cluster", BI, False),
+            _op("distance", D),  # to the cluster's centre, in standardised units
+        ),
+        unique=("workspace_id", "run_id", "person_id"),
+        indexes=(("workspace_id", "person_id"),),
+    ),
+)
+
+
+#: Journeys (careloop.journeys) and the send ledger (careloop.messaging): definitions with versions, one
+#: state row per patient entry (durable: the worker resumes from it), the step log, every send attempt with
+#: its idempotency key and outcome (sent, blocked with the reason, dead-lettered), the content library with
+#: approval status, opt-outs (unsubscribe replies, the PIPL Art 24 personalisation switch) and staff tasks.
+JOURNEY_TABLES: tuple[Table, ...] = (
+    Table(
+        "journey",
+        (
+            WORKSPACE,
+            _op("name", T, False),
+            _op("version", BI),
+            _op("status", T),  # draft | published | paused | archived
+            _op("definition", J),
+            _op("created_at", TS),
+            _op("updated_at", TS),
+            _op("published_at", TS),
+        ),
+        unique=("workspace_id", "name"),
+    ),
+    Table(
+        "journey_entry",
+        (
+            WORKSPACE,
+            _op("entry_id", T, False),
+            _op("journey", T, False),
+            _op("version", BI),
+            _op("person_id", T, False),
+            _op("node", T),  # the node the entry is at (or finished on)
+            _op("status", T),  # active | waiting | done | exited | failed
+            _op("wake_at", TS),  # when a waiting entry is due
+            _op("wait_event", T),  # the event a waiting entry listens for
+            _op("arm", T),  # split arm or 'holdout'
+            _op("entered_at", TS),
+            _op("updated_at", TS),
+            _op("finished_at", TS),
+            _op("exit_reason", T),  # goal | end | no_edge | holdout | removed | error
+            _op("lease_owner", T),  # the worker holding the entry
+            _op("lease_until", TS),  # ... until then (a crashed worker's entries are taken over after it)
+            _op("context", J),  # trigger payload, branch results
+        ),
+        unique=("workspace_id", "entry_id"),
+        indexes=(("workspace_id", "status", "wake_at"), ("workspace_id", "person_id")),
+    ),
+    Table(
+        "journey_step",
+        (
+            WORKSPACE,
+            _op("entry_id", T, False),
+            _op("journey", T),
+            _op("node", T),
+            _op("kind", T),
+            _op("outcome", T),
+            _op("at", TS),
+            _op("detail", J),
+        ),
+        indexes=(("workspace_id", "journey", "node"), ("workspace_id", "entry_id")),
+    ),
+    Table(
+        "message_send",
+        (
+            WORKSPACE,
+            _op("idempotency_key", T, False),
+            _op("entry_id", T),
+            _op("journey", T),
+            _op("node", T),
+            _op("person_id", T, False),
+            _op("channel", T),
+            _op("purpose", T),  # service | marketing | care | research
+            _op("content_id", T),
+            _op("content_version", BI),
+            _op("status", T),  # pending | sent | blocked | failed | dead
+            _op("reason", T),  # why blocked / failed
+            _op("attempts", BI),
+            _op("next_attempt_at", TS),
+            _op("provider_message_id", T),
+            _op("segments", BI),  # SMS segments billed
+            _op("created_at", TS),
+            _op("sent_at", TS),
+            _op("updated_at", TS),
+        ),
+        unique=("workspace_id", "idempotency_key"),
+        indexes=(("workspace_id", "person_id"), ("workspace_id", "status", "next_attempt_at")),
+    ),
+    Table(
+        "content_item",
+        (
+            WORKSPACE,
+            _op("content_id", T, False),
+            _op("version", BI, False),
+            _op("status", T),  # draft | in_review | approved | rejected | retired
+            _op("kind", T),  # sms | wechat | app_push | email | task
+            _op("purpose", T),
+            _op("title", T),
+            _op("body", J),  # {"zh": ..., "en": ...} and for email {"subject_zh": ...}
+            _op("template_code", T),  # provider-side template id (SMS, WeChat)
+            _op("approved_by", T),
+            _op("approved_at", TS),
+            _op("expires_at", TS),
+            _op("created_at", TS),
+        ),
+        unique=("workspace_id", "content_id", "version"),
+    ),
+    Table(
+        "contact_optout",
+        (
+            WORKSPACE,
+            _op("person_id", T, False),
+            _op("scope", T, False),  # marketing | all | personalisation
+            _op("channel", T, False),  # a channel kind, or * for every channel
+            _op("source", T),  # sms_reply | email_link | api | cli
+            _op("reason", T),
+            _op("at", TS),
+        ),
+        unique=("workspace_id", "person_id", "scope", "channel"),
+    ),
+    Table(
+        "staff_task",
+        (
+            WORKSPACE,
+            _op("task_id", T, False),
+            _op("entry_id", T),
+            _op("journey", T),
+            _op("person_id", T, False),
+            _op("kind", T),  # e.g. follow_up_call
+            _op("title", T),
+            _op("assignee", T),
+            _op("due_at", TS),
+            _op("status", T),  # open | done | cancelled
+            _op("outcome", T),
+            _op("created_at", TS),
+            _op("completed_at", TS),
+        ),
+        unique=("workspace_id", "task_id"),
+        indexes=(("workspace_id", "assignee", "status"),),
+    ),
+)
+
+
 def entity_tables() -> tuple[Table, ...]:
     return tuple(entity_table(n) for n in entities())
 
@@ -470,7 +645,15 @@ def entity_tables() -> tuple[Table, ...]:
 @cache
 def all_tables() -> tuple[Table, ...]:
     """Every table careloop's current code expects, in creation order (fixed while the process runs)."""
-    return OPERATIONAL_TABLES + entity_tables() + IDENTITY_TABLES + EVENT_TABLES + PROFILE_TABLES
+    return (
+        OPERATIONAL_TABLES
+        + entity_tables()
+        + IDENTITY_TABLES
+        + EVENT_TABLES
+        + PROFILE_TABLES
+        + PERSONA_TABLES
+        + JOURNEY_TABLES
+    )
 
 
 def table(name: str) -> Table:
