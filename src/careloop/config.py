@@ -55,6 +55,19 @@ class Settings(BaseSettings):
         description="embedded server: write-ahead log size that forces a checkpoint while busy; "
         "below it, checkpoints wait for a quiet second (a checkpoint pauses every write)",
     )
+    quiet_hours: str = Field(
+        "21:00-08:00", description="no marketing sends in this local-time window (HH:MM-HH:MM; empty for none)"
+    )
+    quiet_hours_exempt: list[str] = Field(
+        default_factory=lambda: ["service"],
+        description="message purposes quiet hours do not hold back (e.g. appointment reminders the patient asked for)",
+    )
+    cap_per_day: int = Field(2, ge=0, description="most messages per patient per local day, all journeys together")
+    cap_per_week: int = Field(6, ge=0, description="most messages per patient in 7 days, all journeys together")
+    cap_exempt: list[str] = Field(
+        default_factory=lambda: ["service"], description="message purposes the frequency caps do not count"
+    )
+    send_max_attempts: int = Field(5, ge=1, description="delivery attempts before a send is dead-lettered")
     models_dir: Path = Field(
         Path(".careloop/models"),
         description="fitted models with their cards (config, versions, data hash, report); one folder per workspace",
