@@ -9,8 +9,10 @@
     │   └── MappingError       a column mapping does not fit the file
     ├── PrivacyError           keys missing or an operation not allowed on personal data
     ├── NotFoundError          a named thing (run, quarantine row, entity) does not exist
-    └── ModelError             a model cannot be fitted, saved, loaded or scored as asked
-        └── ModelMismatchError a saved model does not match the version, config or data expected
+    ├── ModelError             a model cannot be fitted, saved, loaded or scored as asked
+    │   └── ModelMismatchError a saved model does not match the version, config or data expected
+    └── ChannelError           a message channel cannot send, or cannot accept a receipt (`retryable` says
+                               whether trying again later may succeed)
 
 The API maps these to problem-details responses; the CLI prints them and exits non-zero.
 """
@@ -82,3 +84,26 @@ class ModelError(CareloopError):
 
 class ModelMismatchError(ModelError):
     """A saved model was fitted with another version, configuration or data than the caller expects."""
+
+
+class ChannelError(CareloopError):
+    """A channel (SMS, WeChat, push, email, outbox) could not do what was asked.
+
+    `retryable` is True when the same request may succeed later (network, 5xx, throttling; `retry_after`
+    seconds when the provider said how long), False when it never will (invalid number, template not
+    approved, the patient refused). `code` is the provider's own error code when there is one. Through
+    the API (a receipt that cannot be read or whose signature does not match) it is a 400.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.code = code
+        self.retry_after = retry_after

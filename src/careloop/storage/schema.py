@@ -638,6 +638,31 @@ JOURNEY_TABLES: tuple[Table, ...] = (
 )
 
 
+#: Channels (careloop.channels): the outbox channel — the demo default and a relay point for systems that send
+#: themselves — writes each message here once per idempotency key. The address is never stored; subject and
+#: body may carry health information (a drug name, an appointment), so they are graded health / sensitive.
+MESSAGING_TABLES: tuple[Table, ...] = (
+    Table(
+        "outbox_message",
+        (
+            WORKSPACE,
+            _op("idempotency_key", T, False),
+            _op("person_id", T, False),
+            _op("channel", T),  # the channel instance's name
+            _op("kind", T),  # the kind it stands in for: outbox, or sms | wechat | app_push | email
+            Column("subject", T, data_class=DataClass.HEALTH.value, level=3),
+            Column("body", T, data_class=DataClass.HEALTH.value, level=3),
+            _op("template_code", T),
+            Column("template_params", J, data_class=DataClass.HEALTH.value, level=3),
+            _op("purpose", T),
+            _op("created_at", TS),
+        ),
+        unique=("workspace_id", "idempotency_key"),
+        indexes=(("workspace_id", "person_id"),),
+    ),
+)
+
+
 def entity_tables() -> tuple[Table, ...]:
     return tuple(entity_table(n) for n in entities())
 
@@ -653,6 +678,7 @@ def all_tables() -> tuple[Table, ...]:
         + PROFILE_TABLES
         + PERSONA_TABLES
         + JOURNEY_TABLES
+        + MESSAGING_TABLES
     )
 
 
