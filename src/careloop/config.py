@@ -49,6 +49,10 @@ class Settings(BaseSettings):
         True,
         description="run the stream processor inside `careloop serve` (off: run `careloop events process`)",
     )
+    journeys_worker: bool = Field(
+        True,
+        description="run the journey worker inside `careloop serve` (off: run `careloop worker` separately)",
+    )
     serve_wal_mb: int = Field(
         1024,
         ge=16,
@@ -56,16 +60,29 @@ class Settings(BaseSettings):
         "below it, checkpoints wait for a quiet second (a checkpoint pauses every write)",
     )
     quiet_hours: str = Field(
-        "21:00-08:00", description="no marketing sends in this local-time window (HH:MM-HH:MM; empty for none)"
+        "21:00-08:00",
+        description="no marketing sends in this local-time window (HH:MM-HH:MM; empty for none)",
     )
     quiet_hours_exempt: list[str] = Field(
         default_factory=lambda: ["service"],
         description="message purposes quiet hours do not hold back (e.g. appointment reminders the patient asked for)",
     )
-    cap_per_day: int = Field(2, ge=0, description="most messages per patient per local day, all journeys together")
-    cap_per_week: int = Field(6, ge=0, description="most messages per patient in 7 days, all journeys together")
+    cap_per_day: int = Field(
+        2, ge=0, description="most messages per patient per local day, all journeys together"
+    )
+    cap_per_week: int = Field(
+        6, ge=0, description="most messages per patient in 7 days, all journeys together"
+    )
     cap_exempt: list[str] = Field(
         default_factory=lambda: ["service"], description="message purposes the frequency caps do not count"
+    )
+    channels_file: Path | None = Field(
+        None,
+        description="YAML routing each channel kind (sms, wechat, app_push, email, outbox) to a channel plugin "
+        "and its settings (docs/channels.md); default: every kind goes to the outbox",
+    )
+    sms_sign_name: str = Field(
+        "careloop", description="the SMS signature 【…】 added to texts without one: set your registered 签名"
     )
     send_max_attempts: int = Field(5, ge=1, description="delivery attempts before a send is dead-lettered")
     models_dir: Path = Field(

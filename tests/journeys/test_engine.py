@@ -344,3 +344,42 @@ def test_event_triggers_enter_once_per_event(store: WorkspaceStore) -> None:
     events = [(persons[0], "app_installed", MORNING), (persons[1], "page_viewed", MORNING)]
     assert on_events(store, events, clock=clock)["entered"] == 1
     assert on_events(store, events, clock=clock)["entered"] == 0  # the same event delivered again
+
+
+def test_personalisation_refusal_and_service_messages(store: WorkspaceStore) -> None:
+    clock = FixedClock(MORNING)
+    persons = _people(store, 2, purpose="care_follow_up")
+    store.insert(
+        "consent",
+        [
+            {
+                "source": "his",
+                "key": "refuse",
+                "patient_key": "k0",
+                "purpose": "personalisation",
+                "status": "refused",
+                "recorded_at": datetime(2026, 2, 1, tzinfo=UTC),
+            }
+        ],
+    )
+    save_content(store, "confirm", kind="outbox", body={"zh": "预约成功"}, purpose="service")
+    move(store, "confirm", 1, "approve", by="reviewer")
+    for name, personalised in (("tailored", True), ("plain", False)):
+        node = {
+            "type": "send",
+            "channel": "outbox",
+            "content": "confirm",
+            "purpose": "service",
+            "personalised": personalised,
+        }
+        pub = _publish(store, _journey(name=name, nodes={"s": node}, start="s"), clock)
+        enter(store, pub, persons, "api", clock=clock)
+    run_due(store, clock=clock)
+    got = {
+        (j, p): (s, r)
+        for j, p, s, r in store.tuples("SELECT journey, person_id, status, reason FROM message_send")
+    }
+    # a care consent covers a service message; P000 refused personalisation: only the plain one reaches them
+    assert got[("tailored", "P000")] == ("blocked", "personalisation_opt_out")
+    assert got[("plain", "P000")] == ("pending", None)
+    assert got[("tailored", "P001")] == ("pending", None)

@@ -11,7 +11,7 @@ from fastapi.responses import RedirectResponse
 
 from careloop import __version__
 from careloop.api.errors import install_error_handlers
-from careloop.api.routes import collect, data, patients, personas, profiles, system
+from careloop.api.routes import collect, data, journeys, patients, personas, profiles, system
 from careloop.clock import SYSTEM_CLOCK, Clock
 from careloop.config import Settings, get_settings
 from careloop.events.collector import build_collector
@@ -30,8 +30,23 @@ def create_app(
         app.state.backend = backend or connect(settings.database_url, clock=clock)
         app.state.settings = settings
         app.state.clock = clock
-        app.state.collector = build_collector(settings, app.state.backend, clock=clock)
+        app.state.journeys = None
+        if settings.journeys_worker:
+            from careloop.journeys.worker import JourneyWorker
+            from careloop.messaging.dispatch import Dispatcher
+
+            app.state.journeys = JourneyWorker(
+                app.state.backend, clock=clock, deliver=Dispatcher.from_settings(clock=clock)
+            )
+        app.state.collector = build_collector(
+            settings,
+            app.state.backend,
+            clock=clock,
+            wake_journeys=app.state.journeys.wake if app.state.journeys is not None else None,
+        )
         app.state.collector.start()
+        if app.state.journeys is not None:
+            app.state.journeys.start()
         # what was loaded at start-up lives as long as the process: keep it out of the garbage
         # collector's full passes, which otherwise pause request handling for tens of milliseconds
         gc.collect()
@@ -39,6 +54,8 @@ def create_app(
         try:
             yield
         finally:
+            if app.state.journeys is not None:
+                app.state.journeys.stop()
             app.state.collector.stop()
             if owns_backend:
                 app.state.backend.close()
@@ -56,6 +73,7 @@ def create_app(
     app.include_router(collect.router)
     app.include_router(profiles.router)
     app.include_router(personas.router)
+    app.include_router(journeys.router)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

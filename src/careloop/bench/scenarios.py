@@ -17,8 +17,11 @@ import duckdb
 
 from careloop.bench.events_bench import bench_events
 from careloop.bench.identity_bench import bench_identity
+from careloop.bench.journeys_bench import bench_journeys
+from careloop.bench.models_bench import bench_models
 from careloop.bench.patient360_bench import bench_patient360
 from careloop.bench.report import BenchResult
+from careloop.bench.risk_bench import bench_risk
 from careloop.bench.segments_bench import bench_segments
 from careloop.clock import SYSTEM_CLOCK
 from careloop.config import Settings
@@ -93,6 +96,16 @@ def bench_ingest(patients: int, seed: int, cache: Path, settings: Settings, repe
     )
 
 
+def bench_all_models(
+    patients: int, seed: int, cache: Path, settings: Settings, repeat: int
+) -> list[BenchResult]:
+    """Lifetime value (fit and scoring) and churn (training and scoring), as the issue's `bench models`."""
+    return [
+        *bench_models(patients, seed, cache, settings, repeat),
+        *bench_risk(patients, seed, cache, settings, repeat),
+    ]
+
+
 Scenario = Callable[[int, int, Path, Settings, int], BenchResult | list[BenchResult]]
 SCENARIOS: dict[str, Scenario] = {
     "ingest": bench_ingest,
@@ -100,4 +113,6 @@ SCENARIOS: dict[str, Scenario] = {
     "patient360": bench_patient360,
     "events": bench_events,
     "segments": bench_segments,
+    "journeys": bench_journeys,
+    "models": bench_all_models,
 }

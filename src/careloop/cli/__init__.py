@@ -34,12 +34,15 @@ def _register_all() -> None:
     from careloop.cli import (
         adherence,
         bench,
+        channel,
         data,
         demo,
         events,
         identity,
         ingest,
+        journey,
         lookalike,
+        models,
         patient,
         persona,
         quarantine,
@@ -67,6 +70,9 @@ def _register_all() -> None:
         segment,
         persona,
         lookalike,
+        models,
+        journey,
+        channel,
     ):
         module.register(app)
 

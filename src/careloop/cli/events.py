@@ -204,9 +204,11 @@ def register(app: typer.Typer) -> None:
         with open_backend() as backend:
             stream = open_stream(s.stream, s.redis_url, consumer=consumer)
             proc = StreamProcessor(backend, stream, consumer=consumer, max_batch_events=s.events_batch)
+            from careloop.journeys.worker import JourneyEvents
             from careloop.profiles.live import SegmentTrigger
 
             proc.subscribe(SegmentTrigger(clock=backend.clock))
+            proc.subscribe(JourneyEvents(clock=backend.clock))
             try:
                 if once:
                     while proc.run_once(timeout=0.5):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from careloop.clock import SYSTEM_CLOCK, Clock
@@ -78,7 +79,13 @@ class Collector:
         self.stream.close()
 
 
-def build_collector(settings: Settings, backend: Backend, *, clock: Clock = SYSTEM_CLOCK) -> Collector:
+def build_collector(
+    settings: Settings,
+    backend: Backend,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    wake_journeys: Callable[[], None] | None = None,
+) -> Collector:
     metrics = EventMetrics()
     stream = open_stream(settings.stream, settings.redis_url, consumer="server")
     writer = EventWriter(
@@ -98,9 +105,11 @@ def build_collector(settings: Settings, backend: Backend, *, clock: Clock = SYST
         else None
     )
     if processor is not None:
+        from careloop.journeys.worker import JourneyEvents
         from careloop.profiles.live import SegmentTrigger
 
         processor.subscribe(SegmentTrigger(metrics, clock=clock))
+        processor.subscribe(JourneyEvents(clock=clock, wake=wake_journeys))
     backend.serve_tuning(settings.serve_wal_mb * 2**20)
     return Collector(
         KeyRegistry(backend), writer, stream, metrics, processor, IdleCheckpointer(backend, writer)

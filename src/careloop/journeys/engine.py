@@ -527,11 +527,12 @@ class Runner:
             policy.lock_persons(self.store, allowed_persons)
             decisions = policy.reserve(self.store, batch.intents, batch.decisions, now)
             ledger = [policy.ledger_row(i, decisions[i.key], now) for i in batch.intents]
+            by_id = {e.entry_id: e for e in batch.entries}
             if ledger:
                 self.store.insert_new("message_send", ledger, ["idempotency_key"])
             for i in batch.intents:
                 d = decisions[i.key]
-                e = next(x for x in batch.entries if x.entry_id == i.entry_id)
+                e = by_id[i.entry_id or ""]
                 e.steps.append(
                     _step(
                         i.entry_id or "",

@@ -5,11 +5,13 @@ In order, a send is blocked (and the reason recorded) when:
 1. its content has no approved, unexpired version (``content_missing``, ``content_not_approved``,
    ``content_expired``) or is written for another channel (``content_channel_mismatch``);
 2. the patient unsubscribed from the channel or from all messages — for marketing, also from marketing
-   (``unsubscribed``) — or switched personalisation off (PIPL Art 24) and the message is personalised
-   (``personalisation_opt_out``);
+   (``unsubscribed``) — or switched personalisation off (PIPL Art 24: an opt-out, or a refused /
+   withdrawn ``personalisation`` consent) and the message is personalised (``personalisation_opt_out``);
 3. there is no valid consent for the purpose and channel (``no_consent``, ``consent_withdrawn``,
    ``consent_expired``) — `ConsentSource` answers; `RecordedConsents` reads the consent records careloop
-   holds (the consent ledger of the privacy issue plugs in behind the same interface);
+   holds (the consent ledger of the privacy issue plugs in behind the same interface). A ``service``
+   message (one the patient asked for, e.g. an appointment confirmation) is also covered by a consent
+   to ``care_follow_up`` communication;
 4. it is quiet hours in the patient's local time and the purpose is not exempt (``quiet_hours``, with the
    time it may go: journeys wait until then);
 5. it would exceed a frequency cap — per patient per local day and per 7 days over all journeys, and the
@@ -66,6 +68,11 @@ class ConsentSource(Protocol):
         """person -> (may we, why) for this purpose and channel at `at`."""
 
 
+#: a message purpose -> the consent purposes that cover it: a service message the patient asked for (an
+#: appointment confirmation) is covered by their consent to care communication too
+COVERED_BY = {"service": ("service", "care_follow_up")}
+
+
 class RecordedConsents:
     """Consent records careloop holds (ingested or captured), joined to persons through identity links.
 
@@ -81,10 +88,14 @@ class RecordedConsents:
         for pid, chan, status, recorded, expires in store.tuples(
             "SELECT l.person_id, c.channel, c.status, c.recorded_at, c.expires_at FROM consent c "
             "JOIN identity_link l ON l.source = c.source AND l.patient_key = c.patient_key "
-            "WHERE l.person_id = ANY(:p) AND c.purpose = :purpose AND c.recorded_at <= :at",
-            {"p": sorted(set(persons)), "purpose": purpose, "at": at},
+            "WHERE l.person_id = ANY(:p) AND c.purpose = ANY(:purposes) AND c.recorded_at <= :at",
+            {
+                "p": sorted(set(persons)),
+                "purposes": list(COVERED_BY[purpose]) if purpose in COVERED_BY else [purpose],
+                "at": at,
+            },
         ):
-            if chan not in (None, "", channel) and channel != "outbox":
+            if chan not in (None, "", channel) and channel not in ("outbox", "*"):
                 continue
             if pid not in latest or recorded > latest[pid][0]:
                 latest[pid] = (recorded, status, expires)
@@ -146,6 +157,16 @@ def check(
     for purpose, channel in sorted({(i.purpose, i.channel) for i in intents}):
         group = sorted({i.person_id for i in intents if (i.purpose, i.channel) == (purpose, channel)})
         consent[(purpose, channel)] = consents.decide(store, group, purpose, channel, at)
+    personalised = sorted({i.person_id for i in intents if i.personalised})
+    personalisation_off = (
+        {  # PIPL Art 24: an explicit refusal or withdrawal switches it off; no record, on
+            p
+            for p, (_, why) in consents.decide(store, personalised, "personalisation", "*", at).items()
+            if why == "consent_withdrawn"
+        }
+        if personalised
+        else set()
+    )
     window = quiet_window(settings.quiet_hours)
     out = {}
     for i in intents:
@@ -161,7 +182,7 @@ def check(
         if any((s, c) in mine for s in scopes for c in (i.channel, "*")):
             out[i.key] = Decision(False, "unsubscribed", content=content)
             continue
-        if i.personalised and ("personalisation", "*") in mine:
+        if i.personalised and (("personalisation", "*") in mine or i.person_id in personalisation_off):
             out[i.key] = Decision(False, "personalisation_opt_out", content=content)
             continue
         ok, why = consent[(i.purpose, i.channel)][i.person_id]

@@ -100,6 +100,19 @@ def load_facts(
     return facts
 
 
+def person_traits(store: WorkspaceStore, persons: Sequence[str]) -> dict[str, cond.Traits]:
+    """Every stored trait of these persons: person -> {(trait, key): value} (indexed look-ups)."""
+    out: dict[str, cond.Traits] = {p: {} for p in persons}
+    for pid, trait, key, num, text, at in _lookup(
+        store,
+        "SELECT person_id, trait, key, value_num, value_text, value_time FROM trait_value",
+        "person_id",
+        persons,
+    ):
+        out[pid][(trait, key)] = text if text is not None else at if at is not None else num
+    return out
+
+
 def existing_persons(store: WorkspaceStore, persons: Iterable[str]) -> set[str]:
     """Those of the ids that are stored persons."""
     return {r[0] for r in _lookup(store, "SELECT person_id FROM person", "person_id", persons)}

@@ -1,0 +1,132 @@
+"""Journeys and the content library over HTTP: the same operations as `careloop journey | content`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+
+from careloop.api.deps import store
+from careloop.clock import Clock
+from careloop.errors import ConfigError
+from careloop.journeys import engine
+from careloop.journeys.stats import journey_stats
+from careloop.messaging import content as library
+from careloop.storage import WorkspaceStore
+
+router = APIRouter(prefix="/v1", tags=["journeys"])
+JourneyBody = Body(..., description="a journey definition (docs/journeys.md)")
+EntryBody = Body(..., examples=[{"persons": ["P0123"], "key": "order-42"}])
+ContentBody = Body(..., examples=[{"kind": "sms", "body": {"zh": "您好"}, "purpose": "service"}])
+
+
+def _clock(request: Request) -> Clock:
+    c: Clock = request.app.state.clock
+    return c
+
+
+@router.get("/journeys", summary="Journeys with version, status and entries by status")
+def list_journeys(s: WorkspaceStore = Depends(store)) -> list[dict[str, Any]]:
+    counts: dict[str, dict[str, int]] = {}
+    for j, status, n in s.tuples(
+        "SELECT journey, status, count(*) FROM journey_entry GROUP BY journey, status"
+    ):
+        counts.setdefault(j, {})[status] = int(n)
+    return [
+        {"name": n, "version": int(v), "status": st, "updated_at": u, "entries": counts.get(n, {})}
+        for n, v, st, u in s.tuples("SELECT name, version, status, updated_at FROM journey ORDER BY name")
+    ]
+
+
+@router.put(
+    "/journeys/{name}", summary="Save a journey definition as a draft (a new version when it changed)"
+)
+def put_journey(
+    name: str,
+    request: Request,
+    definition: Any = JourneyBody,
+    s: WorkspaceStore = Depends(store),
+) -> dict[str, Any]:
+    if not isinstance(definition, dict) or definition.get("name", name) != name:
+        raise ConfigError(f"the definition's `name` must be {name!r} (the URL's)")
+    pub = engine.save_journey(s, {**definition, "name": name}, clock=_clock(request))
+    return {"name": pub.name, "version": pub.version, "status": pub.status}
+
+
+@router.post("/journeys/{name}/entries", summary="Enter persons into a published journey (the API trigger)")
+def enter_journey(
+    name: str,
+    request: Request,
+    body: dict[str, Any] = EntryBody,
+    s: WorkspaceStore = Depends(store),
+) -> dict[str, int]:
+    persons = body.get("persons")
+    if not isinstance(persons, list) or not all(isinstance(p, str) for p in persons) or not persons:
+        raise ConfigError("`persons` is a non-empty list of person ids")
+    pub = engine.get_journey(s, name)
+    if pub.status != "published":
+        raise ConfigError(f"journey {name} is {pub.status}; publish it first")
+    clock = _clock(request)
+    key = str(body.get("key") or f"api:{clock.now().isoformat()}")
+    return engine.enter(s, pub, persons, key, clock=clock)
+
+
+@router.post("/journeys/{name}/{action}", summary="publish, pause or archive a journey")
+def journey_status(
+    name: str, action: str, request: Request, s: WorkspaceStore = Depends(store)
+) -> dict[str, Any]:
+    status = {"publish": "published", "pause": "paused", "archive": "archived"}.get(action)
+    if status is None:
+        raise ConfigError("the action is publish, pause or archive")
+    pub = engine.set_status(s, name, status, clock=_clock(request))
+    return {"name": pub.name, "version": pub.version, "status": pub.status}
+
+
+@router.get(
+    "/journeys/{name}/stats", summary="Entries per node, steps, sends and blocks, conversion vs holdout"
+)
+def stats(name: str, s: WorkspaceStore = Depends(store)) -> dict[str, Any]:
+    return journey_stats(s, name)
+
+
+@router.get("/content", summary="Every content version with status, approver and expiry")
+def list_content(s: WorkspaceStore = Depends(store)) -> list[dict[str, Any]]:
+    return [i.__dict__ for i in library.list_content(s)]
+
+
+@router.post("/content/{content_id}", summary="A new draft version of a content item")
+def create_content(
+    content_id: str,
+    request: Request,
+    body: dict[str, Any] = ContentBody,
+    s: WorkspaceStore = Depends(store),
+) -> dict[str, Any]:
+    item = library.save_content(
+        s,
+        content_id,
+        kind=str(body.get("kind", "")),
+        body=body.get("body") or {},
+        title=str(body.get("title", "")),
+        purpose=str(body.get("purpose", "marketing")),
+        template_code=body.get("template_code"),
+        clock=_clock(request),
+    )
+    return item.__dict__
+
+
+@router.post(
+    "/content/{content_id}/{version}/{action}", summary="submit, approve, reject or retire a version"
+)
+def move_content(
+    content_id: str,
+    version: int,
+    action: str,
+    request: Request,
+    by: str = Query(..., description="who (recorded with an approval)"),
+    expires_at: datetime | None = Query(None, description="an approval's expiry (ISO date-time with zone)"),
+    s: WorkspaceStore = Depends(store),
+) -> dict[str, Any]:
+    return library.move(
+        s, content_id, version, action, by=by, expires_at=expires_at, clock=_clock(request)
+    ).__dict__
