@@ -81,6 +81,9 @@ class Settings(BaseSettings):
         description="YAML routing each channel kind (sms, wechat, app_push, email, outbox) to a channel plugin "
         "and its settings (docs/channels.md); default: every kind goes to the outbox",
     )
+    public_url: str = Field(
+        "http://127.0.0.1:8000", description="where patients reach this server (e-mail unsubscribe links)"
+    )
     sms_sign_name: str = Field(
         "careloop", description="the SMS signature 【…】 added to texts without one: set your registered 签名"
     )

@@ -11,7 +11,7 @@ from fastapi.responses import RedirectResponse
 
 from careloop import __version__
 from careloop.api.errors import install_error_handlers
-from careloop.api.routes import collect, data, journeys, patients, personas, profiles, system
+from careloop.api.routes import collect, data, journeys, messaging, patients, personas, profiles, system
 from careloop.clock import SYSTEM_CLOCK, Clock
 from careloop.config import Settings, get_settings
 from careloop.events.collector import build_collector
@@ -74,6 +74,7 @@ def create_app(
     app.include_router(profiles.router)
     app.include_router(personas.router)
     app.include_router(journeys.router)
+    app.include_router(messaging.router)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

@@ -212,7 +212,17 @@ class Dispatcher:
             template_code=item.template_code,
             template_params={k: str(v) for k, v in variables.items() if isinstance(v, str | int | float)},
             purpose=row["purpose"] or "service",
+            unsubscribe_url=self._unsubscribe_url(row),
         )
+
+    def _unsubscribe_url(self, row: dict[str, Any]) -> str | None:
+        """E-mail carries a one-click unsubscribe link (List-Unsubscribe), signed for its person."""
+        if row["channel"] != "email" or self.cipher is None:
+            return None
+        from careloop.messaging.inbound import unsubscribe_token
+
+        token = unsubscribe_token(self.cipher, row["person_id"], "email")
+        return f"{get_settings().public_url.rstrip('/')}/v1/unsubscribe?t={token}"
 
     def _finish(
         self, store: WorkspaceStore, row: dict[str, Any], result: SendResult, attempts: int, now: datetime
