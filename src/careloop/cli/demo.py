@@ -61,9 +61,10 @@ def resolve_identity(workspace: str, quiet: bool) -> dict[str, Any]:
 
 
 def build_profiles(workspace: str, as_of: date, quiet: bool) -> dict[str, Any]:
-    """Traits, tags, the seed personas as segments (members stored) and a persona run, as of the last
-    day of the demo's history."""
+    """Traits, tags, the seed personas as segments (members stored), a persona run (as of the last day of
+    the demo's history) and the example journeys, published (the server's worker runs them)."""
     from careloop.cli._context import open_backend
+    from careloop.journeys.examples import install_examples
     from careloop.profiles.personas import build_personas, seed_personas
     from careloop.profiles.tags import apply_tags
     from careloop.profiles.traits import compute_traits
@@ -76,11 +77,13 @@ def build_profiles(workspace: str, as_of: date, quiet: bool) -> dict[str, Any]:
         tags = apply_tags(store, as_of=as_of, clock=backend.clock)
         seeds = seed_personas(store, refresh=True, as_of=as_of, clock=backend.clock)
         run = build_personas(store, clock=backend.clock)
+        journeys = install_examples(store, publish=True, clock=backend.clock)
     return {
         "traits": traits.values,
         "tagged": tags.tagged,
         "segments": {s["name"]: s["members"] for s in seeds},
         "personas": run.k,
+        "journeys": sorted(journeys["journeys"]),
     }
 
 
@@ -181,6 +184,10 @@ def register(app: typer.Typer) -> None:
                 f"{profiles['personas']} personas; seed segments "
                 + ", ".join(f"{n} {m:,}" for n, m in profiles["segments"].items())
                 + ". Try: careloop persona show, careloop segment list"
+            )
+            console.print(
+                f"journeys published: {', '.join(profiles['journeys'])} (sends go to the outbox). "
+                "Try: careloop journey list, careloop journey stats appointment_reminder"
             )
             key_file = demo_key_file()
             if events["example_user_id"] and key_file.exists():
