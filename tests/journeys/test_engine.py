@@ -383,3 +383,28 @@ def test_personalisation_refusal_and_service_messages(store: WorkspaceStore) -> 
     assert got[("tailored", "P000")] == ("blocked", "personalisation_opt_out")
     assert got[("plain", "P000")] == ("pending", None)
     assert got[("tailored", "P001")] == ("pending", None)
+
+
+def test_catch_up_after_downtime_runs_or_skips_late_sends(store: WorkspaceStore) -> None:
+    clock = FixedClock(MORNING)
+    persons = _people(store, 2)
+    _content(store)
+    nodes = {
+        "w": {"type": "wait", "duration": "1h", "next": "s"},
+        "s": {"type": "send", "channel": "outbox", "content": "refill_sms", "next": "x"},
+        "x": {"type": "exit"},
+    }
+    for name, catch_up in (("late_ok", None), ("late_skip", {"policy": "skip", "max_late": "6h"})):
+        spec = _journey(name=name, nodes=nodes, start="w", **({"catch_up": catch_up} if catch_up else {}))
+        enter(store, _publish(store, spec, clock), persons, "api", clock=clock)
+    run_due(store, clock=clock)  # both wait an hour
+    clock.advance(timedelta(hours=9))  # the worker was down: the timers fire 8 hours late
+    run_due(store, clock=clock)
+    got = dict(store.tuples("SELECT journey, count(*) FROM message_send GROUP BY journey"))
+    assert got == {"late_ok": 2}
+    skipped = store.scalar(
+        "SELECT count(*) FROM journey_step WHERE journey = 'late_skip' AND outcome = 'skipped_late'"
+    )
+    assert skipped == 2 and store.scalar("SELECT count(*) FROM journey_entry WHERE status = 'done'") == 4
+    with pytest.raises(ConfigError, match="catch_up"):
+        parse_journey(_journey(catch_up={"policy": "maybe"}))

@@ -102,6 +102,8 @@ class Journey:
     holdout_percent: float = 10.0
     cap_day: int | None = None  # the journey's own frequency caps (the global ones hold too)
     cap_week: int | None = None
+    catch_up: str = "run"  # run | skip: what a timer that fires over `late_seconds` late does with sends
+    late_seconds: int = 6 * 3600
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def events_listened(self) -> set[str]:
@@ -127,6 +129,7 @@ def parse_journey(spec: Any) -> Journey:
         "goal",
         "holdout",
         "caps",
+        "catch_up",
     }
     if extra:
         raise ConfigError(f"journey: unknown field(s) {', '.join(sorted(extra))}")
@@ -152,6 +155,7 @@ def parse_journey(spec: Any) -> Journey:
     policy, after = _re_entry(spec.get("re_entry"), where)
     goal_event, goal_within = _goal(spec.get("goal"), where)
     cap_day, cap_week = _caps(spec.get("caps"), where)
+    catch_up, late = _catch_up(spec.get("catch_up"), where)
     return Journey(
         name=name,
         description=str(spec.get("description", "")),
@@ -165,6 +169,8 @@ def parse_journey(spec: Any) -> Journey:
         holdout_percent=_holdout(spec.get("holdout"), where),
         cap_day=cap_day,
         cap_week=cap_week,
+        catch_up=catch_up,
+        late_seconds=late,
         raw=spec,
     )
 
@@ -389,6 +395,19 @@ def _goal(spec: Any, where: str) -> tuple[str | None, int | None]:
         raise ConfigError(f"{where}.goal: {{event: NAME, within: 14d}}")
     within = seconds(spec["within"], f"{where}.goal.within") if "within" in spec else None
     return spec["event"], within
+
+
+def _catch_up(spec: Any, where: str) -> tuple[str, int]:
+    """After downtime: `run` sends late (default); `skip` drops sends of timers over `max_late` late."""
+    if spec is None:
+        return "run", 6 * 3600
+    if (
+        not isinstance(spec, dict)
+        or spec.get("policy") not in ("run", "skip")
+        or set(spec) - {"policy", "max_late"}
+    ):
+        raise ConfigError(f"{where}.catch_up: {{policy: run | skip, max_late: 6h}}")
+    return str(spec["policy"]), seconds(spec.get("max_late", "6h"), f"{where}.catch_up.max_late")
 
 
 def _caps(spec: Any, where: str) -> tuple[int | None, int | None]:

@@ -233,6 +233,7 @@ class Entry:
     wait_event: str | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
     pending_send: policy.SendIntent | None = None
+    late_by: timedelta = timedelta(0)  # how late the timer that woke it fired (downtime)
 
     def visit(self, node: str) -> int:
         visits = self.context.setdefault("visits", {})
@@ -330,6 +331,8 @@ class Runner:
         now = self.clock.now()
         batch = Batch(entries=entries)
         moving = [e for e in entries if e.journey in self.journeys]
+        for e in moving:
+            e.late_by = now - e.wake_at if e.wake_at is not None and e.status == "waiting" else timedelta(0)
         for _ in range(MAX_ROUNDS):
             self._facts_for_branches(moving)
             for e in moving:
@@ -433,6 +436,19 @@ class Runner:
             e.arm = str(arm["name"])
             e.steps.append(_step(e.entry_id, e.journey, node.id, "split", e.arm, now))
             self._goto(e, arm.get("next"), now)
+        elif node.type == "send" and j.catch_up == "skip" and e.late_by > timedelta(seconds=j.late_seconds):
+            e.steps.append(
+                _step(
+                    e.entry_id,
+                    e.journey,
+                    node.id,
+                    "send",
+                    "skipped_late",
+                    now,
+                    {"late_seconds": int(e.late_by.total_seconds())},
+                )
+            )
+            self._goto(e, node.next, now)
         elif node.type == "send":
             e.pending_send = policy.SendIntent(
                 key=e.key(node.id),
