@@ -408,3 +408,52 @@ def test_catch_up_after_downtime_runs_or_skips_late_sends(store: WorkspaceStore)
     assert skipped == 2 and store.scalar("SELECT count(*) FROM journey_entry WHERE status = 'done'") == 4
     with pytest.raises(ConfigError, match="catch_up"):
         parse_journey(_journey(catch_up={"policy": "maybe"}))
+
+
+def test_staff_tasks_record_outcomes_and_wake_the_journey(store: WorkspaceStore) -> None:
+    from careloop.journeys.tasks import complete_task, list_tasks
+
+    clock = FixedClock(MORNING)
+    persons = _people(store, 2)
+    _content(store)
+    nodes = {
+        "call": {
+            "type": "task",
+            "task": "follow_up_call",
+            "title": "电话随访",
+            "assignee": "nurses",
+            "due": "1d",
+            "next": "w",
+        },
+        "w": {
+            "type": "wait",
+            "event": "task_completed",
+            "timeout": "3d",
+            "next": "thanks",
+            "timeout_next": "x",
+        },
+        "thanks": {"type": "send", "channel": "outbox", "content": "refill_sms"},
+        "x": {"type": "exit"},
+    }
+    enter(
+        store,
+        _publish(store, _journey(name="calls", nodes=nodes, start="call"), clock),
+        persons,
+        "api",
+        clock=clock,
+    )
+    run_due(store, clock=clock)
+    open_tasks = sorted(list_tasks(store, assignee="nurses"), key=lambda t: t["person_id"])
+    assert [t["person_id"] for t in open_tasks] == persons and all(t["status"] == "open" for t in open_tasks)
+    done = complete_task(
+        store, open_tasks[0]["task_id"], "reached; will refill Friday", by="王护士", clock=clock
+    )
+    assert done["status"] == "done"
+    with pytest.raises(ConfigError, match="already done"):
+        complete_task(store, open_tasks[0]["task_id"], "again", by="王护士", clock=clock)
+    run_due(store, clock=clock)
+    assert _sends(store) == [("P000", "pending", None)]  # the completed call moved P000 on
+    assert store.tuples("SELECT outcome FROM staff_task WHERE status = 'done'") == [
+        ("reached; will refill Friday",)
+    ]
+    assert [t["person_id"] for t in list_tasks(store)] == ["P001"]

@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
         help="Journeys: validate, save, publish, pause, enter, run, stats.", no_args_is_help=True
     )
     content = typer.Typer(help="The content library: versions, review and approval.", no_args_is_help=True)
+    task = typer.Typer(help="Staff tasks from journeys: list them, record outcomes.", no_args_is_help=True)
 
     @journey.command("validate")
     @handle_errors
@@ -401,6 +402,66 @@ def register(app: typer.Typer) -> None:
         _move.__doc__ = f"{action.capitalize()} a content version."
         content.command(action)(handle_errors(_move))
 
+    @task.command("list")
+    @handle_errors
+    def task_list(
+        assignee: str | None = typer.Option(None, "--assignee"),
+        status: str = typer.Option("open", "--status", help="open | done | cancelled | all"),
+        limit: int = typer.Option(100, "--limit"),
+        workspace: str | None = WorkspaceOpt,
+        json: bool = JsonOpt,
+    ) -> None:
+        """Staff tasks journeys created (oldest due first)."""
+        from careloop.journeys.tasks import list_tasks
+
+        with open_backend() as backend:
+            rows = list_tasks(
+                backend.workspace(workspace_name(workspace)),
+                assignee=assignee,
+                status=None if status == "all" else status,
+                limit=limit,
+            )
+        if json:
+            print_json(rows)
+            return
+        print_table(
+            "tasks",
+            ["task", "person", "kind", "title", "assignee", "due", "status"],
+            [
+                [r["task_id"], r["person_id"], r["kind"], r["title"], r["assignee"], r["due_at"], r["status"]]
+                for r in rows
+            ],
+        )
+
+    @task.command("done")
+    @handle_errors
+    def task_done(
+        task_id: str = typer.Argument(...),
+        outcome: str = typer.Option(
+            ..., "--outcome", help="what happened, e.g. 'reached; will refill Friday'"
+        ),
+        by: str = typer.Option(..., "--by", help="who did it"),
+        cancel: bool = typer.Option(False, "--cancel", help="close it as cancelled instead"),
+        workspace: str | None = WorkspaceOpt,
+        json: bool = JsonOpt,
+    ) -> None:
+        """Record a task's outcome (the patient gets a task_completed event journeys can wait for)."""
+        from careloop.journeys.tasks import complete_task
+
+        with open_backend() as backend:
+            out = complete_task(
+                backend.workspace(workspace_name(workspace)),
+                task_id,
+                outcome,
+                by=by,
+                status="cancelled" if cancel else "done",
+                clock=backend.clock,
+            )
+        if json:
+            print_json(out)
+            return
+        console.print(f"task {task_id}: {out['status']}")
+
     @app.command("worker")
     @handle_errors
     def worker(
@@ -424,6 +485,7 @@ def register(app: typer.Typer) -> None:
 
     app.add_typer(journey, name="journey")
     app.add_typer(content, name="content")
+    app.add_typer(task, name="task")
 
 
 def _deliverer(backend: Any) -> Any:

@@ -130,3 +130,33 @@ def move_content(
     return library.move(
         s, content_id, version, action, by=by, expires_at=expires_at, clock=_clock(request)
     ).__dict__
+
+
+@router.get("/tasks", summary="Staff tasks from journeys (open ones, oldest due first)")
+def tasks(
+    assignee: str | None = Query(None),
+    status: str = Query("open", description="open | done | cancelled | all"),
+    limit: int = Query(100, ge=1, le=1000),
+    s: WorkspaceStore = Depends(store),
+) -> list[dict[str, Any]]:
+    from careloop.journeys.tasks import list_tasks
+
+    return list_tasks(s, assignee=assignee, status=None if status == "all" else status, limit=limit)
+
+
+@router.post(
+    "/tasks/{task_id}/done", summary="Record a task's outcome (emits task_completed for the patient)"
+)
+def task_done(
+    task_id: str,
+    request: Request,
+    outcome: str = Query(..., description="what happened"),
+    by: str = Query(..., description="who did it"),
+    cancel: bool = Query(False),
+    s: WorkspaceStore = Depends(store),
+) -> dict[str, Any]:
+    from careloop.journeys.tasks import complete_task
+
+    return complete_task(
+        s, task_id, outcome, by=by, status="cancelled" if cancel else "done", clock=_clock(request)
+    )
