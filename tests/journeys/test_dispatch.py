@@ -109,3 +109,22 @@ def test_no_address_fails_without_calling_the_channel(backend: Backend) -> None:
     assert Dispatcher(lambda s, kind: never, clock=clock)(store)["failed"] == 1  # no key ring, no phone
     assert never.calls == {}
     assert store.tuples("SELECT status, reason FROM message_send") == [("failed", "no_address")]
+
+
+def test_provider_template_parameters_come_from_the_content_item() -> None:
+    from careloop.errors import ConfigError
+    from careloop.messaging.content import ContentItem
+    from careloop.messaging.dispatch import template_params
+
+    def item(params: str) -> ContentItem:
+        body = {"zh": "x", "params": params} if params else {"zh": "x"}
+        return ContentItem("c", 1, "approved", "sms", "service", "", body, "SMS_1", None, None, None)
+
+    traits = {"age": 61.0, "stage_5a": "Act", "phone": "never sent unasked"}
+    assert template_params(item(""), traits) == {}
+    assert template_params(item("stage_5a, age"), traits) == {"1": "Act", "2": "61"}  # Tencent: positional
+    assert template_params(item("stage=stage_5a,age=age"), traits) == {"stage": "Act", "age": "61"}
+    import pytest
+
+    with pytest.raises(ConfigError, match="needs trait 'visit'"):
+        template_params(item("visit"), traits)

@@ -45,13 +45,31 @@ def rich_render(item: ContentItem, variables: Mapping[str, Any], language: str) 
     from careloop.messaging.templates import MessageTemplate, SmsRules, personalisation, render
 
     rendered = render(
-        MessageTemplate.from_content(item.body, item.content_id),
+        MessageTemplate.from_content({k: v for k, v in item.body.items() if k != "params"}, item.content_id),
         personalisation(None, variables),
         kind=item.kind,
         language=language,
         sms=SmsRules(sign_name=get_settings().sms_sign_name),
     )
     return rendered.body, rendered.subject
+
+
+def template_params(item: ContentItem, variables: Mapping[str, Any]) -> dict[str, str]:
+    """The parameters of a provider-side template (SMS template codes, WeChat template messages), as the
+    content item's ``params`` names them: ``"name=surname,date=next_visit"`` maps the provider's parameter
+    names to traits (Aliyun, WeChat); ``"surname,next_visit"`` gives them in order as 1, 2, … (Tencent).
+    No ``params``: none — traits are never sent to a provider unasked."""
+    spec = item.body.get("params", "")
+    out: dict[str, str] = {}
+    for i, part in enumerate(p.strip() for p in spec.split(",") if p.strip()):
+        key, _, trait = part.partition("=") if "=" in part else (str(i + 1), "", part)
+        if trait not in variables:
+            raise ConfigError(
+                f"content {item.content_id}: template parameter {key} needs trait {trait!r}, which this patient has not"
+            )
+        value = variables[trait]
+        out[key] = f"{value:g}" if isinstance(value, float) else str(value)
+    return out
 
 
 def load_routes(path: Path | None) -> dict[str, dict[str, Any]]:
@@ -198,6 +216,7 @@ class Dispatcher:
         variables = {t: v for (t, k), v in traits.items() if k == ""}
         try:
             body, subject = self.render(item, variables, "zh")
+            params = template_params(item, variables)
         except Exception as e:  # a template that cannot render for this patient never will
             return SendResult.failed(f"template: {type(e).__name__}: {e}")
         to = self._address(store, row["channel"], row["person_id"])
@@ -210,7 +229,7 @@ class Dispatcher:
             body=body,
             subject=subject,
             template_code=item.template_code,
-            template_params={k: str(v) for k, v in variables.items() if isinstance(v, str | int | float)},
+            template_params=params,
             purpose=row["purpose"] or "service",
             unsubscribe_url=self._unsubscribe_url(row),
         )
