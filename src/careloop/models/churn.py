@@ -36,6 +36,7 @@ from careloop.models.classifier import (
     FIT_DEFAULTS,
     CalibratedBooster,
     backtest,
+    backtest_summary,
     fit_baseline,
     fit_calibrated,
 )
@@ -220,36 +221,12 @@ def fit(
         "data_end": from_day(act.data_end).isoformat(),
         "train_rows": len(y_train),
         "train_persons": len(np.unique(groups)),
-        "train_positives": int(y_train.sum()),
-        "fit_rows": model.fit_rows,
-        "calibration_rows": model.calibration_rows,
-        "calibration": model.calibration,
-        "rounds": model.rounds,
-        "test_rows": rep["n"],
-        "test_positives": rep["positives"],
-        "test_base_rate": rep["base_rate"],
-        "auc": rep["auc"],
-        "pr_auc": rep["pr_auc"],
-        "brier": rep["brier"],
-        "ece": rep["ece"],
-        "baseline": recency["model"],
-        "baseline_auc": recency["auc"],
-        "baseline_pr_auc": recency["pr_auc"],
-        "baseline_brier": recency["brier"],
-        "auc_vs_baseline": _diff(rep["auc"], recency["auc"]),
-        "models": rep["models"],
-        "reliability": rep["reliability"],
-        "lift": rep["lift"],
-        "drivers": rep["drivers"],
+        **backtest_summary(model, rep, recency, y_train),
     }
     ids = act.persons[np.concatenate([groups, test.rows])].tolist()
     both = FeatureFrame(cols, np.vstack([x_train, test.frame.values]))
     card = ModelCard(name, FAMILY, VERSION, cfg, data_hash(both.table(ids)), clock.now(), report)
     return card, ChurnModel(model, cols, cfg)
-
-
-def _diff(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else round(a - b, 4)
 
 
 @dataclass

@@ -285,3 +285,34 @@ def backtest(
     report["models"] = rows
     report["drivers"] = drivers(model.contributions(x), x, columns, model.categorical)
     return report
+
+
+def backtest_summary(
+    model: Any, rep: dict[str, Any], baseline: dict[str, Any], y_train: Any
+) -> dict[str, Any]:
+    """The report entries every backtested classifier shares: training and calibration sizes, the test
+    window's figures, the baseline's and the difference in AUC, reliability, lift and drivers."""
+    a, b = rep["auc"], baseline["auc"]
+    return {
+        "train_positives": int(np.asarray(y_train).sum()),
+        "fit_rows": model.fit_rows,
+        "calibration_rows": model.calibration_rows,
+        "calibration": model.calibration,
+        "rounds": model.rounds,
+        "test_rows": rep["n"],
+        "test_positives": rep["positives"],
+        "test_base_rate": rep["base_rate"],
+        "auc": a,
+        "pr_auc": rep["pr_auc"],
+        "brier": rep["brier"],
+        "ece": rep["ece"],
+        "baseline": baseline["model"],
+        "baseline_auc": b,
+        "baseline_pr_auc": baseline.get("pr_auc"),
+        "baseline_brier": baseline.get("brier"),
+        "auc_vs_baseline": None if a is None or b is None else round(a - b, 4),
+        "models": rep["models"],
+        "reliability": rep["reliability"],
+        "lift": rep["lift"],
+        "drivers": rep["drivers"],
+    }

@@ -31,7 +31,14 @@ from careloop.clock import SYSTEM_CLOCK, Clock
 from careloop.config import get_settings
 from careloop.errors import ConfigError, ModelError
 from careloop.models.base import ModelCard, data_hash, merge_config
-from careloop.models.classifier import FIT_DEFAULTS, CalibratedBooster, backtest, fit_baseline, fit_calibrated
+from careloop.models.classifier import (
+    FIT_DEFAULTS,
+    CalibratedBooster,
+    backtest,
+    backtest_summary,
+    fit_baseline,
+    fit_calibrated,
+)
 from careloop.models.reasons import Reason, reasons
 from careloop.models.risk_features import (
     ATTENDED,
@@ -234,29 +241,7 @@ def fit(
         "train_window": f"[{from_day(s - train_days)}, {from_day(s - 1)}]",
         "test_window": f"[{from_day(s)}, {from_day(s + test_days - 1)}]",
         "train_rows": len(y_train),
-        "train_positives": int(y_train.sum()),
-        "fit_rows": model.fit_rows,
-        "calibration_rows": model.calibration_rows,
-        "calibration": model.calibration,
-        "rounds": model.rounds,
-        "test_rows": rep["n"],
-        "test_positives": rep["positives"],
-        "test_base_rate": rep["base_rate"],
-        "auc": rep["auc"],
-        "pr_auc": rep["pr_auc"],
-        "brier": rep["brier"],
-        "ece": rep["ece"],
-        "baseline": recency["model"],
-        "baseline_auc": recency["auc"],
-        "baseline_pr_auc": recency["pr_auc"],
-        "baseline_brier": recency["brier"],
-        "auc_vs_baseline": None
-        if rep["auc"] is None or recency["auc"] is None
-        else round(rep["auc"] - recency["auc"], 4),
-        "models": rep["models"],
-        "reliability": rep["reliability"],
-        "lift": rep["lift"],
-        "drivers": rep["drivers"],
+        **backtest_summary(model, rep, recency, y_train),
     }
     keys = act.appt_key[np.concatenate([train_rows, test_rows])].tolist()
     both = FeatureFrame(cols, np.vstack([train.values, test.values]))
