@@ -211,7 +211,7 @@ def bench_models(patients: int, seed: int, cache: Path, settings: Settings, repe
         "max_relative_difference_of_scores": agreement,
         "fit_plus_score_seconds": round(fit_s + score_s, 3),
     }
-    command = f"careloop bench models --patients {patients}" + (f" --repeat {repeat}" if repeat > 1 else "")
+    command = f"careloop bench clv --patients {patients}" + (f" --repeat {repeat}" if repeat > 1 else "")
     return [
         BenchResult(
             scenario="models-clv-fit",

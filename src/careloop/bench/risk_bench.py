@@ -115,7 +115,7 @@ def bench_risk(patients: int, seed: int, cache: Path, settings: Settings, repeat
             }
     finally:
         backend.close()
-    command = f"careloop bench models --patients {patients}" + (f" --repeat {repeat}" if repeat > 1 else "")
+    command = f"careloop bench risk --patients {patients}" + (f" --repeat {repeat}" if repeat > 1 else "")
     size = f"{patients:,} patients ({details['train_rows']:,} training rows)"
     return [
         BenchResult(
