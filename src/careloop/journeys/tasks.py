@@ -22,7 +22,8 @@ def list_tasks(
     store: WorkspaceStore, *, assignee: str | None = None, status: str | None = "open", limit: int = 100
 ) -> list[dict[str, Any]]:
     """Tasks, oldest due first (open ones by default)."""
-    where, params = [], {"lim": limit}
+    where: list[str] = []
+    params: dict[str, Any] = {"lim": limit}
     if assignee:
         where.append("assignee = :a")
         params["a"] = assignee
