@@ -457,3 +457,48 @@ def test_staff_tasks_record_outcomes_and_wake_the_journey(store: WorkspaceStore)
         ("reached; will refill Friday",)
     ]
     assert [t["person_id"] for t in list_tasks(store)] == ["P001"]
+
+
+def test_held_out_patients_conversions_are_counted_for_uplift(store: WorkspaceStore) -> None:
+    from careloop.journeys.stats import journey_stats
+
+    clock = FixedClock(MORNING)
+    persons = _people(store, 30)
+    _content(store)
+    spec = _journey(
+        name="uplift",
+        holdout={"percent": 30},
+        goal={"event": "refill_dispensed", "within": "7d"},
+        nodes={
+            "w": {"type": "wait", "duration": "3d", "next": "s"},
+            "s": {"type": "send", "channel": "outbox", "content": "refill_sms"},
+        },
+        start="w",
+    )
+    enter(store, _publish(store, spec, clock), persons, "api", clock=clock)
+    held = [
+        r[0]
+        for r in store.tuples("SELECT person_id FROM journey_entry WHERE arm = 'holdout' ORDER BY person_id")
+    ]
+    treated = [p for p in persons if p not in held]
+    assert held and treated
+    run_due(store, clock=clock)
+    on_events(
+        store,
+        [
+            (held[0], "refill_dispensed", MORNING),
+            (treated[0], "refill_dispensed", MORNING),
+            (treated[1], "refill_dispensed", MORNING),
+        ],
+        clock=clock,
+    )
+    c = journey_stats(store, "uplift")["conversion"]
+    assert (c["holdout"], c["holdout_converted"], c["treated"], c["treated_converted"]) == (
+        len(held),
+        1,
+        len(treated),
+        2,
+    )
+    assert (
+        store.scalar("SELECT count(*) FROM journey_entry WHERE arm = 'holdout' AND status <> 'exited'") == 0
+    )

@@ -658,18 +658,21 @@ def on_events(
     goal_journeys = {n: j for n, j in journeys.items() if j.journey.goal_event in names}
     running = store.tuples(
         "SELECT entry_id, journey, person_id, status, wait_event, node, entered_at, context FROM journey_entry "
-        "WHERE person_id = ANY(:p) AND status IN ('active', 'waiting')",
+        "WHERE person_id = ANY(:p) AND (status IN ('active', 'waiting') OR exit_reason = 'holdout')",
         {"p": persons},
     )
     seen = {(p, n) for p, n, _ in events}
-    ended, wake = [], []
+    ended, wake, held = [], [], []
     for eid, jname, pid, status, wait_event, node, entered_at, ctx in running:
         pub = goal_journeys.get(jname)
         if pub and (pid, pub.journey.goal_event) in seen:
             within = pub.journey.goal_within_seconds
             if within is None or now - entered_at <= timedelta(seconds=within):
-                ended.append((eid, jname, node))
+                # the held-out convert too (that is what uplift is measured against): recorded, not run
+                (held if status == "exited" else ended).append((eid, jname, node))
                 continue
+        if status == "exited":
+            continue
         if status == "waiting" and wait_event and (pid, wait_event) in seen:
             context = orjson.loads(ctx) if isinstance(ctx, str | bytes) else dict(ctx or {})
             context["event_arrived"] = node
@@ -682,6 +685,14 @@ def on_events(
                 {"now": now, "ids": [e for e, _, _ in ended]},
             )
             store.insert("journey_step", [_step(e, j, n, "goal", "converted", now) for e, j, n in ended])
+        if held:
+            store.execute(
+                "UPDATE journey_entry SET exit_reason = 'goal', updated_at = :now WHERE entry_id = ANY(:ids)",
+                {"now": now, "ids": [e for e, _, _ in held]},
+            )
+            store.insert(
+                "journey_step", [_step(e, j, n, "goal", "converted_holdout", now) for e, j, n in held]
+            )
         for eid, ctx in wake:
             store.execute(
                 "UPDATE journey_entry SET wake_at = :now, context = :ctx, updated_at = :now WHERE entry_id = :e",
