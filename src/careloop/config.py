@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from careloop.errors import ConfigError
@@ -91,6 +91,34 @@ class Settings(BaseSettings):
     models_dir: Path = Field(
         Path(".careloop/models"),
         description="fitted models with their cards (config, versions, data hash, report); one folder per workspace",
+    )
+    auth_jwt_secret: SecretStr | None = Field(
+        None,
+        description="HS256 signing key of console tokens (32+ characters); default: derived from the key ring. "
+        "Never stored in the database",
+    )
+    auth_token_minutes: int = Field(15, ge=1, le=60, description="lifetime of a console access token")
+    auth_session_hours: int = Field(
+        8, ge=1, le=24, description="how long after signing in a token may still be refreshed"
+    )
+    auth_max_failures: int = Field(5, ge=1, description="failed sign-ins for a user name before it is locked")
+    auth_lockout_seconds: int = Field(
+        60,
+        ge=1,
+        description="first lock after too many failed sign-ins; doubles with each further failure (≤ 1 h)",
+    )
+    dsr_due_days: int = Field(
+        15,
+        ge=1,
+        le=30,
+        description="days a data-subject request is due after receipt (PIPL Art 50: promptly; 15 days is the "
+        "practice of the GB/T 35273 specification and regulators' app inspections)",
+    )
+    retention_file: Path | None = Field(
+        None, description="retention rules (YAML); default: careloop's (src/careloop/privacy/retention.yaml)"
+    )
+    export_k: int = Field(
+        10, ge=2, description="k-anonymity of aggregate exports: cells of fewer persons are suppressed"
     )
     api_host: str = "127.0.0.1"
     api_port: int = 8000

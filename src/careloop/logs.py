@@ -24,6 +24,12 @@ SAFE_FIELDS = (
     "events",
     "stream",
     "workspace",
+    # access decisions (careloop.privacy.auth.on_access): account names and route templates, never values
+    "actor",
+    "role",
+    "route",
+    "permission",
+    "outcome",
 )
 
 

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from careloop.api import create_app
 from careloop.ingest.pipeline import Ingestor
 from careloop.storage import Backend
+from tests.authn import key_headers
 
 
 @pytest.fixture
@@ -20,7 +21,7 @@ def client(backend: Backend, tmp_path: Path) -> Iterator[TestClient]:
         "key,name,sex,phone\np1,张三,male,13812345678\np2,李四,robot,13912345678\n", encoding="utf-8"
     )
     Ingestor(backend, "default").ingest(path, "csv")
-    with TestClient(create_app(backend=backend)) as c:
+    with TestClient(create_app(backend=backend), headers=key_headers(backend)) as c:
         yield c
 
 
@@ -48,11 +49,15 @@ def test_problem_details(client: TestClient) -> None:
     assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
     assert r.json()["title"] == "NotFoundError"
     r = client.get("/v1/stats", headers={"X-Careloop-Workspace": "unknown-ws"})
-    assert r.status_code == 403 and "careloop workspace create" in r.json()["detail"]
+    assert r.status_code == 401 and "no credentials are valid in workspace 'unknown-ws'" in r.json()["detail"]
     r = client.get("/v1/schema/robots")
     assert r.status_code == 404
 
 
 def test_workspace_header_scopes_reads(client: TestClient, backend: Backend) -> None:
     backend.ensure_workspace("other")
-    assert client.get("/v1/stats", headers={"X-Careloop-Workspace": "other"}).json()["rows"]["patient"] == 0
+    other = {"X-Careloop-Workspace": "other"}
+    # a key belongs to its workspace: the default one's key is not valid in "other"
+    assert client.get("/v1/stats", headers=other).status_code == 401
+    headers = {**key_headers(backend, workspace="other"), **other}
+    assert client.get("/v1/stats", headers=headers).json()["rows"]["patient"] == 0

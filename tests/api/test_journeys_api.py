@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from careloop.api import create_app
 from careloop.clock import FixedClock
 from careloop.storage import Backend
+from tests.authn import key_headers
 from tests.journeys.test_engine import MORNING, _people
 
 
@@ -21,7 +22,7 @@ def test_journey_routes_and_the_in_process_worker(backend: Backend) -> None:
         "start": "s",
         "nodes": {"s": {"type": "send", "channel": "outbox", "content": "hi", "purpose": "marketing"}},
     }
-    with TestClient(create_app(backend=backend, clock=clock)) as client:
+    with TestClient(create_app(backend=backend, clock=clock), headers=key_headers(backend)) as client:
         c = client.post("/v1/content/hi", json={"kind": "outbox", "body": {"zh": "您好"}}).json()
         assert c["status"] == "draft" and c["version"] == 1
         assert (

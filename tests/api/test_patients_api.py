@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from careloop.api import create_app
 from careloop.patients import PatientView, Viewer, Visibility
 from careloop.storage import Backend
+from tests.authn import key_headers
 from tests.patients.conftest import Linked, make_linked, make_network
 
 
@@ -21,7 +22,7 @@ def linked(backend: Backend, tmp_path: Path) -> Linked:
 
 @pytest.fixture
 def client(linked: Linked) -> Iterator[TestClient]:
-    with TestClient(create_app(backend=linked.backend)) as c:
+    with TestClient(create_app(backend=linked.backend), headers=key_headers(linked.backend)) as c:
         yield c
 
 
@@ -32,7 +33,7 @@ def test_patient_360_lookup_and_problems(client: TestClient, linked: Linked) -> 
     r = client.get(f"/v1/patients/{pid}", params={"events": 2})
     assert r.status_code == 200
     doc = r.json()
-    assert doc["person_id"] == pid and doc["workspace"] == "default" and doc["viewer"] == "masked"
+    assert doc["person_id"] == pid and doc["workspace"] == "default" and doc["viewer"] == "admin"
     assert len(doc["events"]["items"]) <= 2 and doc["events"]["total"] >= len(doc["events"]["items"])
     for value in planted.values():
         if value:
@@ -53,7 +54,10 @@ def test_patient_360_lookup_and_problems(client: TestClient, linked: Linked) -> 
     bad = client.get("/v1/patients")
     assert bad.status_code == 400 and bad.headers["content-type"] == "application/problem+json"
     other = client.get(f"/v1/patients/{pid}", headers={"X-Careloop-Workspace": "unknown-ws"})
-    assert other.status_code == 403
+    assert other.status_code == 401
     linked.backend.ensure_workspace("empty")
-    empty = client.get(f"/v1/patients/{pid}", headers={"X-Careloop-Workspace": "empty"})
+    empty = client.get(
+        f"/v1/patients/{pid}",
+        headers={"X-Careloop-Workspace": "empty", **key_headers(linked.backend, workspace="empty")},
+    )
     assert empty.status_code == 404

@@ -7,12 +7,13 @@ from fastapi.testclient import TestClient
 from careloop.api import create_app
 from careloop.clock import FixedClock
 from careloop.storage import Backend
+from tests.authn import key_headers
 from tests.profiles.planted import plant
 
 
 def test_persona_and_lookalike_routes(backend: Backend, clock: FixedClock) -> None:
     plant(backend.workspace("default"))
-    with TestClient(create_app(backend=backend, clock=clock)) as client:
+    with TestClient(create_app(backend=backend, clock=clock), headers=key_headers(backend)) as client:
         r = client.get("/v1/personas")
         assert r.status_code == 404 and "careloop persona build" in r.json()["detail"]
         built = client.post("/v1/personas/build").json()

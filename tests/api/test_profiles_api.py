@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 from careloop.api import create_app
 from careloop.profiles.tags import apply_tags
 from careloop.storage import Backend
+from tests.authn import key_headers
 from tests.profiles.test_segments import AS_OF, _seed
 
 
@@ -14,7 +15,7 @@ def test_segment_routes_and_person_profiles(backend: Backend) -> None:
     store = backend.workspace("default")
     _seed(store)
     apply_tags(store, as_of=AS_OF)
-    with TestClient(create_app(backend=backend)) as client:
+    with TestClient(create_app(backend=backend), headers=key_headers(backend)) as client:
         r = client.put("/v1/segments/老年", json={"trait": "age", "op": ">=", "value": 65})
         assert r.status_code == 200 and r.json()["version"] == 1
         r = client.put(

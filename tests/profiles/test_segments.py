@@ -331,6 +331,11 @@ def test_segment_cli(tmp_path: Path) -> None:
     )
     assert why["in"] is True and why["because"]["because"][0]["condition"] == "member of 老年"
     r = runner.invoke(app, ["segment", "export", "活跃老年", "--output", str(tmp_path / "m.csv")])
+    assert r.exit_code != 0 and "purpose" in r.output  # person-level exports need a recorded purpose
+    r = runner.invoke(
+        app,
+        ["segment", "export", "活跃老年", "--output", str(tmp_path / "m.csv"), "--purpose", "care follow-up"],
+    )
     assert r.exit_code == 0 and (tmp_path / "m.csv").read_text().startswith("person_id,segment,version")
     again = orjson.loads(
         runner.invoke(app, ["segment", "refresh", "--all", "--as-of", "2026-10-31", "--json"]).stdout

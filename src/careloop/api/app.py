@@ -6,14 +6,29 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import RedirectResponse
+from fastapi.routing import APIRoute
 
 from careloop import __version__
-from careloop.api.errors import install_error_handlers
-from careloop.api.routes import collect, data, journeys, messaging, patients, personas, profiles, system
+from careloop.api.errors import RejectNul, install_error_handlers
+from careloop.api.routes import (
+    auth,
+    collect,
+    consent,
+    data,
+    dsr,
+    journeys,
+    messaging,
+    patients,
+    personas,
+    profiles,
+    system,
+)
+from careloop.api.security import public
 from careloop.clock import SYSTEM_CLOCK, Clock
 from careloop.config import Settings, get_settings
+from careloop.console import mount_console
 from careloop.events.collector import build_collector
 from careloop.storage import Backend, connect
 
@@ -67,17 +82,25 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # the collection API reads its own bodies (a NUL there is kept in quarantine with the message)
+    collect_paths = frozenset(r.path for r in collect.router.routes if isinstance(r, APIRoute))
+    app.add_middleware(RejectNul, body_exempt=collect_paths)
     app.include_router(system.router)
+    app.include_router(auth.router)
     app.include_router(data.router)
     app.include_router(patients.router)
+    app.include_router(consent.router)
     app.include_router(collect.router)
     app.include_router(profiles.router)
     app.include_router(personas.router)
     app.include_router(journeys.router)
     app.include_router(messaging.router)
+    app.include_router(dsr.router)
 
-    @app.get("/", include_in_schema=False)
+    mount_console(app)
+
+    @app.get("/", include_in_schema=False, dependencies=[Depends(public("a redirect to the console"))])
     def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+        return RedirectResponse("/console/")
 
     return app

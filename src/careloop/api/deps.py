@@ -18,3 +18,19 @@ def store(
 ) -> WorkspaceStore:
     b: Backend = request.app.state.backend
     return b.workspace(x_careloop_workspace or request.app.state.settings.workspace, create=False)
+
+
+def audit_actor(request: Request) -> str:
+    """Who a request's audit entries (careloop.privacy.audit) name — decided here and nowhere else: the
+    authenticated caller that `careloop.api.security` left on the request (``api:user:NAME``,
+    ``api:key:NAME:ID``), else ``api:anonymous``."""
+    principal = getattr(request.state, "principal", None)
+    actor = getattr(principal, "actor", None)
+    return f"api:{actor}" if isinstance(actor, str) and actor else "api:anonymous"
+
+
+def audit_role(request: Request) -> str | None:
+    """The role of the caller named by `audit_actor` (None when unauthenticated)."""
+    role = getattr(getattr(request.state, "principal", None), "role", None)
+    name = getattr(role, "name", role)
+    return name if isinstance(name, str) else None

@@ -20,6 +20,7 @@ from careloop.bench.identity_bench import bench_identity
 from careloop.bench.journeys_bench import bench_journeys
 from careloop.bench.models_bench import bench_models
 from careloop.bench.patient360_bench import bench_patient360
+from careloop.bench.privacy_bench import bench_privacy
 from careloop.bench.report import BenchResult
 from careloop.bench.risk_bench import bench_risk
 from careloop.bench.segments_bench import bench_segments
@@ -117,4 +118,5 @@ SCENARIOS: dict[str, Scenario] = {
     "models": bench_all_models,  # the issue's `bench models`: clv and risk together
     "clv": bench_models,
     "risk": bench_risk,
+    "privacy": bench_privacy,
 }

@@ -33,14 +33,19 @@ def main(
 def _register_all() -> None:
     from careloop.cli import (
         adherence,
+        audit,
         bench,
         channel,
+        consent,
         data,
         demo,
+        dsr,
         events,
+        governance,
         identity,
         ingest,
         journey,
+        keys,
         lookalike,
         models,
         patient,
@@ -51,6 +56,7 @@ def _register_all() -> None:
         synth,
         tags,
         traits,
+        users,
     )
 
     for module in (
@@ -73,6 +79,12 @@ def _register_all() -> None:
         models,
         journey,
         channel,
+        consent,
+        users,
+        audit,
+        keys,
+        dsr,
+        governance,
     ):
         module.register(app)
 

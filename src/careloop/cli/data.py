@@ -109,8 +109,18 @@ def register(app: typer.Typer) -> None:
     def schema(
         entity: str | None = typer.Argument(None, help="an entity; all when omitted"),
         json: bool = JsonOpt,
+        markdown: bool = typer.Option(
+            False,
+            "--markdown",
+            help="every table (entities and operational) as the DSL Art 21 classification page",
+        ),
     ) -> None:
         """The data dictionary: fields with type, data class, sensitivity level and personal-data kind."""
+        if markdown:
+            from careloop.privacy.classification import classification_markdown
+
+            typer.echo(classification_markdown())
+            return
         names = [entity] if entity else list(entities())
         out = {n: data_dictionary(n) for n in names}
         if json:

@@ -118,6 +118,33 @@ def demo_key_file() -> Path:
     return get_settings().key_file.parent / "demo-write-key"
 
 
+def demo_logins(workspace: str) -> list[dict[str, str]]:
+    """One console user per role, ``demo-<role>``, each with a new random password on every run (careloop
+    keeps only argon2 hashes, so the passwords are printed now and nowhere stored)."""
+    import secrets
+
+    from careloop.cli._context import open_backend
+    from careloop.cli.users import audit_change
+    from careloop.privacy.auth import add_user, list_users, set_password, set_role
+    from careloop.privacy.roles import ROLES
+
+    out = []
+    with open_backend() as backend:
+        store = backend.workspace(workspace)
+        existing = {u["username"] for u in list_users(store)}
+        for role in ROLES:
+            name, password = f"demo-{role.replace('_', '-')}", secrets.token_urlsafe(12)
+            if name in existing:
+                set_role(store, name, role, clock=backend.clock)
+                set_password(store, name, password, clock=backend.clock)
+                audit_change(store, "user.set_password", "user", name, role=role)
+            else:
+                add_user(store, name, password, role, clock=backend.clock)
+                audit_change(store, "user.add", "user", name, role=role)
+            out.append({"role": role, "username": name, "password": password})
+    return out
+
+
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     @handle_errors
@@ -145,6 +172,7 @@ def register(app: typer.Typer) -> None:
         identity = resolve_identity(summary.workspace, quiet=json)
         profiles = build_profiles(summary.workspace, last_day, quiet=json)
         events = demo_event_source(summary.workspace)
+        logins = demo_logins(summary.workspace)
         out: dict[str, Any] = {
             "database_url": s.database_url,
             "workspace": summary.workspace,
@@ -153,6 +181,7 @@ def register(app: typer.Typer) -> None:
             "identity": identity,
             "profiles": profiles,
             "events": events,
+            "logins": logins,
             "seconds": round(time.perf_counter() - started, 1),
         }
         if json:
@@ -199,5 +228,26 @@ def register(app: typer.Typer) -> None:
                     highlight=False,
                     soft_wrap=True,
                 )
+            url = f"http://{host or s.api_host}:{port or s.api_port}"
+            print_table(
+                "demo logins (new passwords on every run; docs/access-control.md)",
+                ["role", "user", "password"],
+                [(x["role"], x["username"], x["password"]) for x in logins],
+            )
+            admin = logins[0]
+            console.print(
+                "sign in (the token lasts 15 minutes), then send it as a bearer token:\n"
+                f"  curl -s {url}/v1/auth/login -H 'Content-Type: application/json' "
+                f'-d \'{{"username": "{admin["username"]}", "password": "{admin["password"]}"}}\'\n'
+                f"  curl -s {url}/v1/stats -H 'Authorization: Bearer TOKEN'",
+                highlight=False,
+                soft_wrap=True,
+            )
+            console.print(
+                f"[bold]console[/]: {url}/ (sign in with a demo login above; 中文 by default, English "
+                "at the top right; docs/console.md)",
+                highlight=False,
+                soft_wrap=True,
+            )
         if serve:
             serve_api(host or s.api_host, port or s.api_port)

@@ -26,13 +26,16 @@ def show(
 ) -> None:
     """Everything about one person: identifiers, golden record, sources, care, engagement, household."""
     from careloop.patients import PatientView
+    from careloop.privacy.audit import audit_patient_read, cli_actor
 
     backend = open_backend()
     try:
-        view = PatientView(
-            backend.workspace(workspace_name(workspace), create=False), events_limit=events, list_limit=limit
-        )
+        store = backend.workspace(workspace_name(workspace), create=False)
+        view = PatientView(store, events_limit=events, list_limit=limit)
         doc = view.show(ident)
+        audit_patient_read(
+            store, view.cipher, ident, doc["person_id"], actor=cli_actor(), via="cli", viewer=view.viewer.role
+        )
     finally:
         backend.close()
     if json:
@@ -51,14 +54,17 @@ def find(
 ) -> None:
     """Persons whose golden record or any record carries the phone or ID number (blind-index look-up)."""
     from careloop.patients import PatientView
+    from careloop.privacy.audit import audit_lookup, cli_actor
 
     if (phone is None) == (id_number is None):
         raise ConfigError("give exactly one of --phone or --id-number")
     backend = open_backend()
     try:
-        found = PatientView(backend.workspace(workspace_name(workspace), create=False)).find(
-            phone=phone, id_number=id_number
-        )
+        store = backend.workspace(workspace_name(workspace), create=False)
+        view = PatientView(store)
+        found = view.find(phone=phone, id_number=id_number)
+        by = "phone" if phone is not None else "id_number"
+        audit_lookup(store, view.cipher, found, by=by, actor=cli_actor(), via="cli")
     finally:
         backend.close()
     if json:

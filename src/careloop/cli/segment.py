@@ -212,17 +212,37 @@ def register(app: typer.Typer) -> None:
     def export(
         name: str = typer.Argument(...),
         output: Path = typer.Option(..., "--output", "-o"),
+        purpose: str | None = typer.Option(
+            None, "--purpose", help="why the list leaves careloop (recorded in the audit chain)"
+        ),
         workspace: str | None = WorkspaceOpt,
     ) -> None:
         """Write a segment's stored members to CSV (person ids only: identifiers stay in careloop)."""
+        from careloop.privacy.audit import audit_event, cli_actor
+        from careloop.privacy.export import check_purpose
         from careloop.profiles.segments import stored_members
 
+        purpose = check_purpose(purpose)  # person-level: required (docs/data-subject-rights.md#safe-export)
         with open_backend() as backend:
-            _, rows = stored_members(backend.workspace(workspace_name(workspace)), name)
-        with output.open("w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["person_id", "segment", "version", "entered_at"])
-            w.writerows([(r["person_id"], name, r["version"], r["entered_at"]) for r in rows])
+            store = backend.workspace(workspace_name(workspace))
+            _, rows = stored_members(store, name)
+            with output.open("w", newline="", encoding="utf-8") as f:
+                w = csv.writer(f)
+                w.writerow(["person_id", "segment", "version", "entered_at"])
+                w.writerows([(r["person_id"], name, r["version"], r["entered_at"]) for r in rows])
+            audit_event(
+                store,
+                actor=cli_actor(),
+                action="export",
+                target_kind="segment",
+                target_id=name,
+                purpose=purpose,
+                detail={
+                    "rows": len(rows),
+                    "format": "csv",
+                    "columns": ["person_id", "segment", "version", "entered_at"],
+                },
+            )
         console.print(f"{len(rows):,} members of {name} written to {output}")
 
     app.add_typer(seg, name="segment")

@@ -1,4 +1,4 @@
-"""`careloop serve`: the API (and, as it lands, the console) with uvicorn."""
+"""`careloop serve`: the API and the web console with uvicorn."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ def serve_api(host: str, port: int) -> None:
 
     configure(get_settings().log_level)
     typer.echo(
-        f"careloop serving on http://{host}:{port} (API docs at http://{host}:{port}/docs); Ctrl-C stops"
+        f"careloop serving on http://{host}:{port} (console at http://{host}:{port}/console/, "
+        f"API docs at http://{host}:{port}/docs); Ctrl-C stops"
     )
     # uvicorn's own access log stays off: it would write query strings (a phone look-up) to the log
     uvicorn.run(create_app(), host=host, port=port, log_level="warning", access_log=False)

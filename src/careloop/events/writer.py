@@ -33,6 +33,7 @@ from careloop.events.rows import event_rows, identity_hints
 from careloop.events.sources import Source
 from careloop.events.spec import Accepted, Parsed, Rejected
 from careloop.events.stream import StoredEvent, Stream
+from careloop.privacy.dsr import SUPPRESSED_PREFIX, suppressed_events
 from careloop.privacy.fields import FieldCipher
 from careloop.storage import Backend, WorkspaceStore
 
@@ -250,6 +251,27 @@ class EventWriter:
         if attributor is None:
             attributor = self._attributors[store.workspace] = Attributor(store, clock=self.clock)
         hints = [identity_hints(acc, s.source, self.cipher) for s, acc in firsts]
+        erased_rows: list[dict[str, Any]] = []
+        erased_by = suppressed_events(store, hints)
+        if any(erased_by):  # events of a person erased by a data-subject request: quarantined, no values kept
+            for (s, acc), request in zip(firsts, erased_by, strict=True):
+                if request:
+                    erased_rows.append(
+                        {
+                            "id": f"q{received_at:%Y%m%d%H%M%S}{secrets.token_hex(5)}",
+                            "run_id": "live",
+                            "source": s.source.name,
+                            "entity": "event",
+                            "file": f"request {s.request_id}",
+                            "field": "userId",
+                            "reason": f"{SUPPRESSED_PREFIX}{request}",
+                            "created_at": received_at,
+                            "event_type": acc.type,
+                        }
+                    )
+            kept = [i for i, r in enumerate(erased_by) if not r]
+            firsts = [firsts[i] for i in kept]
+            hints = [hints[i] for i in kept]
         who = attributor.attribute(hints, [acc.anonymous_id for _, acc in firsts])
         violations = [s.source.plan.check(acc.type, acc.name, _props(acc)) for s, acc in firsts]
         violations_of = {
@@ -305,7 +327,7 @@ class EventWriter:
             )
         if dup_rows:
             store.insert("event_duplicate", dup_rows)
-        q_rows = []
+        q_rows = erased_rows
         for s in subs:
             receipts[id(s)].quarantined.extend(s.parsed.rejected)
             for rej in s.parsed.rejected:

@@ -105,6 +105,7 @@ class Ingestor:
         self._hash_salt = hashlib.sha256(b"careloop-row-hash:" + ring.bidx_key).hexdigest()[:16]
         self.progress = progress
         self._q_seq = itertools.count(1)
+        self._suppression: pa.Table | None = None  # erased persons' hashes (careloop.privacy.dsr)
 
     # ---- entry point -------------------------------------------------------------------------
     def ingest(
@@ -134,6 +135,7 @@ class Ingestor:
         )
         con = self.backend.staging_connection()
         _register_udfs(con, self.cipher)
+        self._suppression = _suppression_table(self.store)
         try:
             items = self._items(con, path, fmt, mapping, source)
             with self.backend.bulk_load():
@@ -251,6 +253,7 @@ class Ingestor:
                 r[0]: r[1] for r in con.execute("SELECT name, type FROM pragma_table_info('_in')").fetchall()
             }
             self._validate(con, batch, specs, types)
+            self._suppress_erased(con, batch, types)
             self._quarantine_invalid(con, batch, run_id, counts, [c for c in types if not c.startswith("_")])
             self._stage_valid(con, batch, specs, run_id, counts)
             result = self.backend.merge_staged(
@@ -262,7 +265,7 @@ class Ingestor:
         finally:
             if tz_changed:
                 con.execute(f"SET TimeZone = {lit(self.settings.timezone)}").fetchall()
-            for name in ("_s", "_ok", "_bad", "_v", "_in"):
+            for name in ("_s", "_ok", "_ok_all", "_hit", "_bad", "_v", "_in"):
                 kind = con.execute(
                     "SELECT table_type FROM information_schema.tables WHERE table_name = ?", [name]
                 ).fetchall()
@@ -270,6 +273,8 @@ class Ingestor:
                     con.execute(f"DROP {'VIEW' if kind[0][0] == 'VIEW' else 'TABLE'} {name}").fetchall()
             if registered:
                 con.unregister(registered)
+            if self._suppression is not None:
+                con.unregister("_sup")
 
     def _validate(
         self, con: duckdb.DuckDBPyConnection, batch: StagedBatch, specs: list[Any], types: dict[str, str]
@@ -323,6 +328,42 @@ class Ingestor:
                 f"CREATE OR REPLACE TEMP VIEW _ok AS SELECT {', '.join(values)}, _in._line AS _line, "
                 f"_in._rid AS _rid FROM _in" + (" ANTI JOIN _bad ON _bad._rid = _in._rid" if has_bad else "")
             )
+        ).fetchall()
+
+    def _suppress_erased(
+        self, con: duckdb.DuckDBPyConnection, batch: StagedBatch, types: dict[str, str]
+    ) -> None:
+        """Rows of persons erased by a data-subject request join the bad rows (quarantined with the request's
+        id and without their values) instead of coming back (careloop.privacy.dsr, decisions/0022)."""
+        from careloop.privacy.dsr import SUPPRESSED_PREFIX, ingest_checks
+
+        if self._suppression is None:
+            return
+        ok_cols = {r[0] for r in con.execute("SELECT name FROM pragma_table_info('_ok')").fetchall()}
+        checks = ingest_checks(batch.entity, ok_cols, batch.source)
+        if not checks:
+            return
+        con.register("_sup", self._suppression)
+        hits = " UNION ALL ".join(
+            f"SELECT _ok._rid AS _rid, _ok._line AS _line, _sup.request_id AS request_id FROM _ok "
+            f"JOIN _sup ON _sup.kind = {lit(kind)} AND _sup.value_hash = {expr}"
+            for kind, expr in checks
+        )
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _hit AS SELECT _rid, min(_line) AS _line, min(request_id) AS request_id "
+            f"FROM ({hits}) GROUP BY _rid"
+        ).fetchall()
+        if not con.execute("SELECT count(*) FROM _hit").fetchall()[0][0]:
+            return
+        file_col = "_in._file" if "_file" in types else "NULL"
+        con.execute(
+            "INSERT INTO _bad (_rid, _line, _file, _reason, _field) "
+            f"SELECT h._rid, h._line, {file_col}, {lit(SUPPRESSED_PREFIX)} || h.request_id, 'key' "
+            "FROM _hit h JOIN _in ON _in._rid = h._rid"
+        ).fetchall()
+        con.execute("ALTER VIEW _ok RENAME TO _ok_all").fetchall()
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW _ok AS SELECT * FROM _ok_all WHERE _rid NOT IN (SELECT _rid FROM _hit)"
         ).fetchall()
 
     def _today(self, sql: str) -> str:
@@ -382,8 +423,10 @@ class Ingestor:
             return
         counts.quarantined += n_bad
         raw = "to_json(struct_pack(" + ", ".join(f"{ident(c)} := _in.{ident(c)}" for c in raw_cols) + "))"
+        # rows of an erased person keep no values: only that they came, and which request suppressed them
         bad = con.sql(
-            f"SELECT v._line, v._file, v._field, v._reason, CAST({raw} AS VARCHAR) AS _raw "
+            f"SELECT v._line, v._file, v._field, v._reason, CASE WHEN starts_with(v._reason, "
+            f"'erased by data-subject request ') THEN NULL ELSE CAST({raw} AS VARCHAR) END AS _raw "
             "FROM _bad v JOIN _in ON _in._rid = v._rid ORDER BY v._line"
         ).to_arrow_table()
         self._write_quarantine(
@@ -465,6 +508,22 @@ class Ingestor:
                 "QUALIFY row_number() OVER (PARTITION BY key ORDER BY _line) = 1"
             ).fetchall()
         counts.duplicates += repeats
+
+
+def _suppression_table(store: Any) -> pa.Table | None:
+    """The suppression hashes of erased persons as an Arrow table, or None when nobody was erased."""
+    from careloop.privacy.dsr import load_suppression
+
+    rows = load_suppression(store)
+    if not rows:
+        return None
+    return pa.table(
+        {
+            "kind": pa.array([r["kind"] for r in rows], pa.string()),
+            "value_hash": pa.array([r["value_hash"] for r in rows], pa.string()),
+            "request_id": pa.array([r["request_id"] for r in rows], pa.string()),
+        }
+    )
 
 
 def _raw_text(raw: Any) -> str:

@@ -662,7 +662,9 @@ def on_events(
         {"p": persons},
     )
     seen = {(p, n) for p, n, _ in events}
-    ended, wake, held = [], [], []
+    ended: list[tuple[str, str, str]] = []
+    held: list[tuple[str, str, str]] = []
+    wake: list[tuple[str, str]] = []
     for eid, jname, pid, status, wait_event, node, entered_at, ctx in running:
         pub = goal_journeys.get(jname)
         if pub and (pid, pub.journey.goal_event) in seen:

@@ -176,7 +176,27 @@ class Dispatcher:
         for row, r in done:
             if row["idempotency_key"] not in bulk:
                 counts[self._finish(store, row, r, int(row["attempts"] or 0) + 1, now)] += 1
+        self._audit(store, rows, counts)
         return counts
+
+    def _audit(self, store: WorkspaceStore, rows: list[dict[str, Any]], counts: dict[str, int]) -> None:
+        """One audit entry per batch (action send): outcomes, channels and purposes counted, no one named."""
+        from careloop.privacy.audit import audit_event
+
+        channels: dict[str, int] = {}
+        purposes: dict[str, int] = {}
+        for row in rows:
+            channels[row["channel"]] = channels.get(row["channel"], 0) + 1
+            purpose = row["purpose"] or "service"
+            purposes[purpose] = purposes.get(purpose, 0) + 1
+        audit_event(
+            store,
+            actor="worker:dispatcher",
+            action="send",
+            target_kind="send_batch",
+            target_id=None,
+            detail={**counts, "messages": len(rows), "channels": channels, "purposes": purposes},
+        )
 
     def _claim(self, store: WorkspaceStore, now: datetime) -> list[dict[str, Any]]:
         keys = [

@@ -8,10 +8,11 @@ In order, a send is blocked (and the reason recorded) when:
    (``unsubscribed``) — or switched personalisation off (PIPL Art 24: an opt-out, or a refused /
    withdrawn ``personalisation`` consent) and the message is personalised (``personalisation_opt_out``);
 3. there is no valid consent for the purpose and channel (``no_consent``, ``consent_withdrawn``,
-   ``consent_expired``) — `ConsentSource` answers; `RecordedConsents` reads the consent records careloop
-   holds (the consent ledger of the privacy issue plugs in behind the same interface). A ``service``
+   ``consent_refused``, ``consent_expired``, ``sensitive_consent_required``, and for children under 14
+   ``guardian_consent_required``) — `ConsentSource` answers; the default, `LedgerConsents`
+   (careloop.privacy.consent), reads the consent ledger and the ingested consent records. A ``service``
    message (one the patient asked for, e.g. an appointment confirmation) is also covered by a consent
-   to ``care_follow_up`` communication;
+   to ``care_follow_up`` communication, and the outbox channel accepts any channel's consent;
 4. it is quiet hours in the patient's local time and the purpose is not exempt (``quiet_hours``, with the
    time it may go: journeys wait until then);
 5. it would exceed a frequency cap — per patient per local day and per 7 days over all journeys, and the
@@ -35,6 +36,7 @@ from zoneinfo import ZoneInfo
 from careloop.config import get_settings
 from careloop.errors import ConfigError
 from careloop.messaging.content import ContentItem, sendable
+from careloop.privacy.consent import LedgerConsents
 from careloop.storage import WorkspaceStore
 
 
@@ -66,52 +68,6 @@ class ConsentSource(Protocol):
         self, store: WorkspaceStore, persons: Sequence[str], purpose: str, channel: str, at: datetime
     ) -> dict[str, tuple[bool, str]]:
         """person -> (may we, why) for this purpose and channel at `at`."""
-
-
-#: a message purpose -> the consent purposes that cover it: a service message the patient asked for (an
-#: appointment confirmation) is covered by their consent to care communication too
-COVERED_BY = {"service": ("service", "care_follow_up")}
-
-
-class RecordedConsents:
-    """Consent records careloop holds (ingested or captured), joined to persons through identity links.
-
-    The newest record for the purpose that covers the channel (its channel, or empty = every channel)
-    decides: granted and unexpired -> yes; withdrawn or refused -> no; none -> no. The outbox channel
-    stands in for a real one in demos and tests: any channel's consent for the purpose covers it.
-    """
-
-    def decide(
-        self, store: WorkspaceStore, persons: Sequence[str], purpose: str, channel: str, at: datetime
-    ) -> dict[str, tuple[bool, str]]:
-        latest: dict[str, tuple[datetime, str, datetime | None]] = {}
-        for pid, chan, status, recorded, expires in store.tuples(
-            "SELECT l.person_id, c.channel, c.status, c.recorded_at, c.expires_at FROM consent c "
-            "JOIN identity_link l ON l.source = c.source AND l.patient_key = c.patient_key "
-            "WHERE l.person_id = ANY(:p) AND c.purpose = ANY(:purposes) AND c.recorded_at <= :at",
-            {
-                "p": sorted(set(persons)),
-                "purposes": list(COVERED_BY[purpose]) if purpose in COVERED_BY else [purpose],
-                "at": at,
-            },
-        ):
-            if chan not in (None, "", channel) and channel not in ("outbox", "*"):
-                continue
-            if pid not in latest or recorded > latest[pid][0]:
-                latest[pid] = (recorded, status, expires)
-        out = {}
-        for p in persons:
-            if p not in latest:
-                out[p] = (False, "no_consent")
-                continue
-            _, status, expires = latest[p]
-            if status != "granted":
-                out[p] = (False, "consent_withdrawn")
-            elif expires is not None and expires <= at:
-                out[p] = (False, "consent_expired")
-            else:
-                out[p] = (True, "consent")
-        return out
 
 
 def quiet_window(text: str) -> tuple[time, time] | None:
@@ -149,7 +105,7 @@ def check(
     """Rules 1-4 for each intent (key -> decision); caps (rule 5) are `reserve`'s, in the writing transaction."""
     settings = get_settings()
     tz = ZoneInfo(settings.timezone)
-    consents = consents or RecordedConsents()
+    consents = consents or LedgerConsents()
     contents = sendable(store, {i.content_id for i in intents}, at)
     persons = sorted({i.person_id for i in intents})
     optouts = _optouts(store, persons)

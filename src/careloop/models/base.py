@@ -121,7 +121,36 @@ class ModelRegistry:
             _remove(old)
         else:
             tmp.rename(final)
+        self._clear_flag(card.name)
         return final
+
+    # ---- retraining flags (data-subject erasure, careloop.privacy.dsr) ---------------------------
+    @property
+    def _flags_file(self) -> Path:
+        return self.root / "needs_retraining.json"
+
+    def needs_retraining(self) -> dict[str, list[dict[str, Any]]]:
+        """Saved models whose training data included a person since erased: name -> [{request_id, at}]."""
+        if not self._flags_file.exists():
+            return {}
+        flags: dict[str, list[dict[str, Any]]] = json.loads(self._flags_file.read_text(encoding="utf-8"))
+        return flags
+
+    def flag_retraining(self, name: str, request_id: str, at: datetime) -> None:
+        """Mark a saved model for retraining (a refit with `save` clears the flag)."""
+        flags = self.needs_retraining()
+        flags.setdefault(name, []).append({"request_id": request_id, "at": at.isoformat()})
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self._flags_file.with_suffix(".saving")
+        tmp.write_text(json.dumps(flags, ensure_ascii=False, indent=1, sort_keys=True), encoding="utf-8")
+        tmp.replace(self._flags_file)
+
+    def _clear_flag(self, name: str) -> None:
+        flags = self.needs_retraining()
+        if flags.pop(name, None) is not None:
+            tmp = self._flags_file.with_suffix(".saving")
+            tmp.write_text(json.dumps(flags, ensure_ascii=False, indent=1, sort_keys=True), encoding="utf-8")
+            tmp.replace(self._flags_file)
 
     def card(self, name: str) -> ModelCard:
         path = self._dir(name) / "card.json"

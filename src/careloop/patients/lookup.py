@@ -172,8 +172,9 @@ def record_exists(store: WorkspaceStore, ref: RecordRef) -> bool:
     return bool(store.scalar(f"SELECT count(*) FROM patient WHERE {where}", params) > 0)  # noqa: S608 - placeholders and fixed names only
 
 
-def resolve(store: WorkspaceStore, text: str) -> Resolved:
-    """A person id or a ``SOURCE:KEY`` record reference -> the person and its records.
+def resolve(store: WorkspaceStore, text: str, *, records: bool = True) -> Resolved:
+    """A person id or (unless `records` is False: person ids only) a ``SOURCE:KEY`` record reference
+    -> the person and its records.
 
     Raises NotFoundError (saying how to find ids) when the id names nothing in this workspace.
     """
@@ -183,6 +184,11 @@ def resolve(store: WorkspaceStore, text: str) -> Resolved:
     links, person = person_bundle(store, ident)
     if links:
         return Resolved(ident, tuple(links), person)
+    if not records:
+        raise NotFoundError(
+            f"no person {ident!r} in workspace {store.workspace!r}; this viewer is pseudonymous and names "
+            "persons by their person id only (record references SOURCE:KEY are identifiers)"
+        )
     if ":" in ident:
         ref = RecordRef.parse(ident)
         owner = persons_of_records(store, [ref]).get(ref)

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from careloop.config import get_settings
+from careloop.errors import PrivacyError
 from careloop.patients.batch import Branch, Part, fetch
 from careloop.patients.lookup import (
     LinkedRecord,
@@ -234,7 +235,7 @@ class PatientView:
     # ---- the 360 ------------------------------------------------------------------------------
     def show(self, ident: str) -> dict[str, Any]:
         """The 360 of a person id or a ``SOURCE:KEY`` record; NotFoundError says how to find ids."""
-        resolved = resolve(self.store, ident)
+        resolved = resolve(self.store, ident, records=self.viewer.records)
         pid, person = resolved.person_id, resolved.person
         may = self.viewer.may_see
         hid = person["household_id"] if person else None
@@ -263,15 +264,26 @@ class PatientView:
             doc["sources"] = self._sources(resolved, records)
         for section, lists in SECTION_LISTS.items():
             if may(section):
-                shown = {name: {"total": parts[name].total, "items": parts[name].rows} for name in lists}
+                shown = {
+                    name: {"total": parts[name].total, "items": self._unref(parts[name].rows, "patient_key")}
+                    for name in lists
+                }
                 doc[section] = shown[lists[0]] if len(lists) == 1 else shown
         if may("household"):
             doc["household"] = (
                 self._household(pid, hid, parts) if pid is not None and hid is not None else None
             )
         if may("history"):
-            doc["history"] = parts["history"].rows if "history" in parts else []
+            doc["history"] = self._unref(
+                parts["history"].rows if "history" in parts else [], "records", "evidence"
+            )
         return doc
+
+    def _unref(self, rows: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
+        """`rows` without the record references in `keys` when the viewer is pseudonymous."""
+        if self.viewer.records:
+            return rows
+        return [{k: v for k, v in r.items() if k not in keys} for r in rows]
 
     def _branches(
         self, refs: Sequence[RecordRef], pid: str | None, hid: str | None
@@ -309,6 +321,10 @@ class PatientView:
 
     def find(self, *, phone: str | None = None, id_number: str | None = None) -> list[dict[str, Any]]:
         """Persons (and unlinked records) carrying a phone or ID number, as summaries."""
+        if not self.viewer.records:
+            raise PrivacyError(
+                f"viewer {self.viewer.role!r} is pseudonymous: it may not look persons up by an identifier"
+            )
         matches = find(self.store, self.cipher, phone=phone, id_number=id_number)
         pids = [m.person_id for m in matches if m.person_id]
         persons: dict[str, dict[str, Any]] = {}
@@ -394,7 +410,8 @@ class PatientView:
                 ref,
                 system=i["system"],
             )
-        return sorted(entries.values(), key=lambda e: (e["kind"], e["records"][0], e["value"] or ""))
+        found = sorted(entries.values(), key=lambda e: (e["kind"], e["records"][0], e["value"] or ""))
+        return self._unref(found, "records")
 
     def _golden(self, person: dict[str, Any]) -> dict[str, Any]:
         provenance = _json(person["provenance"]) or {}
@@ -404,6 +421,8 @@ class PatientView:
             if f in _GOLDEN_PII:
                 value = self.reveal.ciphertext(value, _GOLDEN_PII[f])
             fields[f] = {"value": value, **(provenance.get(f) or {})}
+            if not self.viewer.records:
+                fields[f].pop("patient_key", None)
         return {
             "person_id": person["person_id"],
             "record_count": person["record_count"],
@@ -418,7 +437,7 @@ class PatientView:
         for link in resolved.records:
             rec = records.get(link.ref)
             out.append(_source_entry(link, rec, self.reveal.ciphertext(rec["name"], "name") if rec else None))
-        return out
+        return self._unref(out, "key", "ref")
 
     def _household(self, person_id: str, hid: str, parts: dict[str, Part]) -> dict[str, Any]:
         people = {p["person_id"]: p for p in parts["member_persons"].rows}

@@ -10,11 +10,13 @@ address, e-mail, openid, unionid, app user id, HIS number, other identifiers) th
 - ``hidden``: never decrypted; shown as ``"****"``.
 
 A viewer may also be limited to some sections of the 360 (e.g. no clinical sections for a call-centre
-agent); sections it may not see are left out of the document.
+agent); sections it may not see are left out of the document. A pseudonymous viewer (``records=False``)
+sees persons by their person id only: no source record references (``SOURCE:KEY``, patient keys, which
+are identifiers such as HIS numbers), no look-ups by identifier.
 
-`MASKED_VIEWER` is what every CLI and API output uses today. The privacy issue (roles, field-level
-masking by role) plugs in here: it maps an authenticated user's role to a `Viewer` and passes it to
-`PatientView`; nothing else in the 360 decides what to decrypt.
+`MASKED_VIEWER` is what the CLI uses. Each API role has its own viewer (`careloop.privacy.roles`): the
+API maps the authenticated caller's role to it and passes it to `PatientView`; nothing else in the 360
+decides what to decrypt.
 """
 
 from __future__ import annotations
@@ -52,12 +54,14 @@ class Visibility(StrEnum):
 
 @dataclass(frozen=True)
 class Viewer:
-    """What one kind of user may see: a visibility per identifier kind and the sections shown."""
+    """What one kind of user may see: a visibility per identifier kind, the sections shown and whether
+    source record references are shown (False: pseudonymous, person ids only)."""
 
     role: str = "masked"
     default: Visibility = Visibility.MASKED
     kinds: Mapping[str, Visibility] = field(default_factory=dict)
     sections: frozenset[str] = frozenset(SECTIONS)
+    records: bool = True
 
     def __post_init__(self) -> None:
         unknown = set(self.sections) - set(SECTIONS)
@@ -71,7 +75,7 @@ class Viewer:
         return section in self.sections
 
 
-#: the view every output uses until roles exist: all identifiers masked, every section shown
+#: the view of the CLI (and of callers without a role): all identifiers masked, every section shown
 MASKED_VIEWER = Viewer()
 
 

@@ -663,6 +663,218 @@ MESSAGING_TABLES: tuple[Table, ...] = (
 )
 
 
+#: Access control (careloop.privacy.auth): console users (argon2 password hashes), API keys for machines
+#: (SHA-256 of the secret, looked up by a key id) and failed-login counters. Per workspace: a user or key
+#: acts in the workspace that holds it. Signing keys for tokens are never stored (settings / key ring).
+AUTH_TABLES: tuple[Table, ...] = (
+    Table(
+        "app_user",
+        (
+            WORKSPACE,
+            _op("username", T, False),
+            Column("password_hash", T, level=4),  # argon2id, PHC string
+            _op("role", T, False),
+            _op("disabled", B),
+            _op("created_at", TS),
+            _op("updated_at", TS),
+            _op("password_changed_at", TS),
+            _op(
+                "tokens_after", TS
+            ),  # tokens issued before this are refused (disable, role or password change)
+            _op("last_login_at", TS),
+        ),
+        unique=("workspace_id", "username"),
+    ),
+    Table(
+        "api_key",
+        (
+            WORKSPACE,
+            _op("key_id", T, False),  # the public prefix a key is looked up by
+            _op("name", T, False),
+            Column("secret_hash", T, level=4),  # SHA-256 of the whole key; the key is shown once
+            _op("role", T, False),
+            _op("scopes", J),  # permissions the key is narrowed to (null: the role's)
+            _op("created_at", TS),
+            _op("created_by", T),
+            _op("expires_at", TS),
+            _op("revoked_at", TS),
+            _op("last_used_at", TS),
+        ),
+        unique=("workspace_id", "key_id"),
+        indexes=(("workspace_id", "name"),),
+    ),
+    Table(
+        "login_throttle",
+        (
+            WORKSPACE,
+            _op("username", T, False),  # counted whether or not the user exists (no user enumeration)
+            _op("failures", BI),
+            _op("last_failure_at", TS),
+            _op("locked_until", TS),
+        ),
+        unique=("workspace_id", "username"),
+    ),
+)
+
+
+#: Audit chain and key rotation (careloop.privacy.audit, careloop.privacy.rotation): the append-only,
+#: hash-chained audit log of each workspace (``detail`` is the canonical JSON text that was hashed, kept as
+#: text so no engine re-formats it), its signed checkpoints, the chain head that appends lock (one row per
+#: workspace), and the key rotations of the installation (the key ring is not per workspace).
+AUDIT_TABLES: tuple[Table, ...] = (
+    Table(
+        "audit_entry",
+        (
+            WORKSPACE,
+            _op("seq", BI, False),  # 1, 2, ... per workspace, no gaps
+            _op("at", TS, False),
+            _op("actor", T, False),  # cli:<os user>, api:<user or key>, worker:<name>
+            _op("role", T),
+            _op("action", T, False),  # careloop.privacy.audit.ACTIONS
+            _op("target_kind", T),  # person, record, segment, key, send_batch, ...
+            _op("target_id", T),  # a person id or pseudonymous reference, never an identifier
+            _op("purpose", T),
+            _op("detail", T),  # canonical JSON (sorted keys): counts and ids only
+            _op("prev_hash", T, False),
+            _op("hash", T, False),  # SHA-256 over every field above and prev_hash
+        ),
+        unique=("workspace_id", "seq"),
+        indexes=(("workspace_id", "target_id"), ("workspace_id", "action")),
+    ),
+    Table(
+        "audit_checkpoint",
+        (
+            WORKSPACE,
+            _op("seq", BI, False),  # the entry signed
+            _op("hash", T, False),  # that entry's hash
+            _op("at", TS),
+            _op("key_id", T),  # fingerprint of the signing key
+            _op("signature", T, False),  # HMAC-SHA256 with the key ring's audit key
+        ),
+        unique=("workspace_id", "seq"),
+    ),
+    Table(
+        "audit_head",
+        (WORKSPACE, _op("seq", BI, False), _op("hash", T, False), _op("updated_at", TS)),
+        unique=("workspace_id",),
+    ),
+    Table(
+        "key_rotation",
+        (
+            _op("rotation_id", T, False),
+            _op("to_key", T, False),  # the key everything is re-encrypted to
+            _op("from_keys", J),  # the key ids it replaces
+            _op("status", T),  # running | done | abandoned
+            _op("actor", T),
+            _op("started_at", TS),
+            _op("finished_at", TS),
+            _op("progress", J),  # table.column -> ciphertexts re-encrypted
+            _op("rows", BI),
+        ),
+        unique=("rotation_id",),
+        scoped=False,
+    ),
+)
+
+
+#: The consent ledger (careloop.privacy.consent): append-only — a withdrawal, a refusal or a correction is a
+#: new record, never an UPDATE or DELETE. One record per person x purpose (x recipient) x data category x
+#: channel; NULL channel = every channel, NULL category (withdrawals and refusals only) = every category.
+#: `proof` references the proof (form id, signature hash), never personal data in clear.
+CONSENT_TABLES: tuple[Table, ...] = (
+    Table(
+        "consent_record",
+        (
+            WORKSPACE,
+            _op("record_id", T, False),
+            _op("person_id", T, False),
+            _op(
+                "purpose", T, False
+            ),  # care_follow_up | service | marketing | research | third_party_sharing | ...
+            _op("recipient", T),  # the named third party of a sharing consent
+            _op("data_category", T),  # personal | health | location | ...
+            _op("channel", T),  # sms | wechat | app_push | email | phone_call
+            _op("action", T, False),  # grant | withdraw | refuse
+            _op("sensitive", B, False),  # a separate consent for sensitive personal information (PIPL Art 29)
+            _op("by_guardian", B, False),  # given by the guardian of a child under 14 (PIPL Art 31)
+            _op("guardian_relation", T),
+            _op("notice_version", T),  # the version of the notice text shown
+            _op("source", T, False),  # wechat_form | app | paper | api | import | cli
+            Column("proof", T, level=3),
+            _op("effective_at", TS, False),  # when the person gave, withdrew or refused it
+            _op("recorded_at", TS, False),  # when careloop appended it
+            _op("expires_at", TS),
+            _op("recorded_by", T),  # the actor (user, API key, import)
+            _op("run_id", T),  # the import run that wrote it
+        ),
+        unique=("workspace_id", "record_id"),
+        indexes=(("workspace_id", "person_id"),),
+    ),
+)
+
+
+#: The web console (careloop.console): answers to the capability self-assessment (seed 002's five dimensions:
+#: 患者体验, 数字化触点, 数据应用, 营销技术, 团队能力), one row per submitted questionnaire. Organisational
+#: data only: the answers are levels 1-5, never anything about a patient.
+CONSOLE_TABLES: tuple[Table, ...] = (
+    Table(
+        "capability_assessment",
+        (
+            WORKSPACE,
+            _op("assessment_id", T, False),
+            _op("title", T),  # what was assessed (a hospital, a department), as the user typed it
+            _op("created_at", TS),
+            _op("created_by", T),  # the console user who submitted it
+            _op("questionnaire", T),  # version of the question set (careloop.console.assessment)
+            _op("answers", J),  # question id -> level 1..5
+            _op("scores", J),  # dimension -> mean level
+        ),
+        unique=("workspace_id", "assessment_id"),
+    ),
+)
+
+
+#: Data-subject requests (careloop.privacy.dsr, PIPL Art 44-47): the register with its deadline and the
+#: deletion certificate, and the suppression list that keeps erased persons from coming back on re-ingest.
+#: The register holds no identifier in clear (the person id is pseudonymous; notes are the operator's); the
+#: suppression list holds only keyed blind indexes (HMAC-SHA256 under the key ring's blind-index key).
+DSR_TABLES: tuple[Table, ...] = (
+    Table(
+        "dsr_request",
+        (
+            WORKSPACE,
+            _op("request_id", T, False),
+            _op("person_id", T, False),
+            _op("kind", T, False),  # access | copy | correction | deletion
+            _op("received_at", TS, False),
+            _op("due_at", TS, False),  # received_at + CARELOOP_DSR_DUE_DAYS (15 by default)
+            _op("status", T, False),  # open | done (carried out, not yet closed) | closed | rejected
+            _op("closed_at", TS),
+            _op("actor", T),  # who opened it
+            _op("notes", J),  # [{at, actor, note}]: the operator's notes, no identifiers
+            _op("result", J),  # what was done: export digest, corrected fields, deleted counts
+            _op("certificate", J),  # deletion certificate (canonical JSON object)
+            _op("certificate_sha256", T),
+            _op("updated_at", TS),
+        ),
+        unique=("workspace_id", "request_id"),
+        indexes=(("workspace_id", "person_id"), ("workspace_id", "status", "due_at")),
+    ),
+    Table(
+        "dsr_suppression",
+        (
+            WORKSPACE,
+            _op("kind", T, False),  # record | id_number | phone_name | identifier | event_id
+            _op("value_hash", T, False),  # keyed blind index, never the value
+            _op("request_id", T, False),  # the deletion request that put it here
+            _op("created_at", TS),
+        ),
+        unique=("workspace_id", "kind", "value_hash"),
+        indexes=(("workspace_id", "value_hash"),),
+    ),
+)
+
+
 def entity_tables() -> tuple[Table, ...]:
     return tuple(entity_table(n) for n in entities())
 
@@ -679,6 +891,11 @@ def all_tables() -> tuple[Table, ...]:
         + PERSONA_TABLES
         + JOURNEY_TABLES
         + MESSAGING_TABLES
+        + CONSENT_TABLES
+        + AUDIT_TABLES
+        + AUTH_TABLES
+        + CONSOLE_TABLES
+        + DSR_TABLES
     )
 
 

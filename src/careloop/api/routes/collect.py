@@ -16,9 +16,10 @@ import logging
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
+from careloop.api.security import public
 from careloop.errors import CareloopError
 from careloop.events.collector import Collector
 from careloop.events.sources import Source
@@ -35,6 +36,10 @@ from careloop.events.spec import (
 from careloop.events.writer import Overloaded
 
 router = APIRouter(tags=["collect"])
+#: authenticated inside the handler by the source's write key (HTTP Basic), as the Segment SDKs send it
+_WRITE_KEY = [
+    Depends(public("Segment-compatible collection: the source's write key, checked in the handler"))
+]
 log = logging.getLogger("careloop.api.collect")
 
 
@@ -156,7 +161,7 @@ async def _collect(request: Request, call: str | None) -> Response:
     return JSONResponse({"success": True, "stored": receipt.stored, "duplicates": receipt.duplicates})
 
 
-@router.post("/v1/batch", summary="Several messages in one request (Segment batch)")
+@router.post("/v1/batch", summary="Several messages in one request (Segment batch)", dependencies=_WRITE_KEY)
 async def batch(request: Request) -> Response:
     return await _collect(request, None)
 
@@ -171,5 +176,9 @@ def _single(call: str) -> Any:
 
 for _call in TYPES:
     router.add_api_route(
-        f"/v1/{_call}", _single(_call), methods=["POST"], summary=f"One {_call} call (Segment spec)"
+        f"/v1/{_call}",
+        _single(_call),
+        methods=["POST"],
+        summary=f"One {_call} call (Segment spec)",
+        dependencies=_WRITE_KEY,
     )

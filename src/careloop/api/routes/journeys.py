@@ -8,11 +8,13 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Query, Request
 
 from careloop.api.deps import store
+from careloop.api.security import requires, requires_for
 from careloop.clock import Clock
 from careloop.errors import ConfigError
 from careloop.journeys import engine
 from careloop.journeys.stats import journey_stats
 from careloop.messaging import content as library
+from careloop.privacy.auth import Principal
 from careloop.storage import WorkspaceStore
 
 router = APIRouter(prefix="/v1", tags=["journeys"])
@@ -26,7 +28,11 @@ def _clock(request: Request) -> Clock:
     return c
 
 
-@router.get("/journeys", summary="Journeys with version, status and entries by status")
+@router.get(
+    "/journeys",
+    summary="Journeys with version, status and entries by status",
+    dependencies=[Depends(requires("journeys:read"))],
+)
 def list_journeys(s: WorkspaceStore = Depends(store)) -> list[dict[str, Any]]:
     counts: dict[str, dict[str, int]] = {}
     for j, status, n in s.tuples(
@@ -40,7 +46,9 @@ def list_journeys(s: WorkspaceStore = Depends(store)) -> list[dict[str, Any]]:
 
 
 @router.put(
-    "/journeys/{name}", summary="Save a journey definition as a draft (a new version when it changed)"
+    "/journeys/{name}",
+    summary="Save a journey definition as a draft (a new version when it changed)",
+    dependencies=[Depends(requires("journeys:write"))],
 )
 def put_journey(
     name: str,
@@ -54,7 +62,11 @@ def put_journey(
     return {"name": pub.name, "version": pub.version, "status": pub.status}
 
 
-@router.post("/journeys/{name}/entries", summary="Enter persons into a published journey (the API trigger)")
+@router.post(
+    "/journeys/{name}/entries",
+    summary="Enter persons into a published journey (the API trigger)",
+    dependencies=[Depends(requires("journeys:enter"))],
+)
 def enter_journey(
     name: str,
     request: Request,
@@ -72,7 +84,11 @@ def enter_journey(
     return engine.enter(s, pub, persons, key, clock=clock)
 
 
-@router.post("/journeys/{name}/{action}", summary="publish, pause or archive a journey")
+@router.post(
+    "/journeys/{name}/{action}",
+    summary="publish, pause or archive a journey",
+    dependencies=[Depends(requires("journeys:publish"))],
+)
 def journey_status(
     name: str, action: str, request: Request, s: WorkspaceStore = Depends(store)
 ) -> dict[str, Any]:
@@ -84,18 +100,28 @@ def journey_status(
 
 
 @router.get(
-    "/journeys/{name}/stats", summary="Entries per node, steps, sends and blocks, conversion vs holdout"
+    "/journeys/{name}/stats",
+    summary="Entries per node, steps, sends and blocks, conversion vs holdout",
+    dependencies=[Depends(requires("journeys:read"))],
 )
 def stats(name: str, s: WorkspaceStore = Depends(store)) -> dict[str, Any]:
     return journey_stats(s, name)
 
 
-@router.get("/content", summary="Every content version with status, approver and expiry")
+@router.get(
+    "/content",
+    summary="Every content version with status, approver and expiry",
+    dependencies=[Depends(requires("content:read"))],
+)
 def list_content(s: WorkspaceStore = Depends(store)) -> list[dict[str, Any]]:
     return [i.__dict__ for i in library.list_content(s)]
 
 
-@router.post("/content/{content_id}", summary="A new draft version of a content item")
+@router.post(
+    "/content/{content_id}",
+    summary="A new draft version of a content item",
+    dependencies=[Depends(requires("content:write"))],
+)
 def create_content(
     content_id: str,
     request: Request,
@@ -115,24 +141,50 @@ def create_content(
     return item.__dict__
 
 
+def _signer(principal: Principal, by: str | None) -> str:
+    """Who a verdict is recorded as: a signed-in user signs as themself; an API key (e.g. an MLR system
+    relaying its reviewers' verdicts) may name the person."""
+    if by is None or by == principal.name:
+        return principal.name
+    if principal.kind == "user":
+        raise ConfigError(f"a verdict is recorded as the signed-in user ({principal.name}); leave out `by`")
+    return by
+
+
 @router.post(
-    "/content/{content_id}/{version}/{action}", summary="submit, approve, reject or retire a version"
+    "/content/{content_id}/{version}/{action}",
+    summary="submit or retire (content:write), approve or reject (content:approve) a version",
 )
 def move_content(
     content_id: str,
     version: int,
     action: str,
     request: Request,
-    by: str = Query(..., description="who (recorded with an approval)"),
+    by: str | None = Query(
+        None, description="who (recorded with a verdict): the signed-in user; an API key may name the person"
+    ),
     expires_at: datetime | None = Query(None, description="an approval's expiry (ISO date-time with zone)"),
+    principal: Principal = Depends(
+        requires_for("action", {"approve": "content:approve", "reject": "content:approve"}, "content:write")
+    ),
     s: WorkspaceStore = Depends(store),
 ) -> dict[str, Any]:
     return library.move(
-        s, content_id, version, action, by=by, expires_at=expires_at, clock=_clock(request)
+        s,
+        content_id,
+        version,
+        action,
+        by=_signer(principal, by),
+        expires_at=expires_at,
+        clock=_clock(request),
     ).__dict__
 
 
-@router.get("/tasks", summary="Staff tasks from journeys (open ones, oldest due first)")
+@router.get(
+    "/tasks",
+    summary="Staff tasks from journeys (open ones, oldest due first)",
+    dependencies=[Depends(requires("tasks:read"))],
+)
 def tasks(
     assignee: str | None = Query(None),
     status: str = Query("open", description="open | done | cancelled | all"),
@@ -151,12 +203,18 @@ def task_done(
     task_id: str,
     request: Request,
     outcome: str = Query(..., description="what happened"),
-    by: str = Query(..., description="who did it"),
+    by: str | None = Query(None, description="who did it (default: the caller)"),
     cancel: bool = Query(False),
+    principal: Principal = Depends(requires("tasks:write")),
     s: WorkspaceStore = Depends(store),
 ) -> dict[str, Any]:
     from careloop.journeys.tasks import complete_task
 
     return complete_task(
-        s, task_id, outcome, by=by, status="cancelled" if cancel else "done", clock=_clock(request)
+        s,
+        task_id,
+        outcome,
+        by=by or principal.name,
+        status="cancelled" if cancel else "done",
+        clock=_clock(request),
     )

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
 from careloop.api.deps import store
+from careloop.api.security import public
 from careloop.channels.base import KINDS
-from careloop.errors import ConfigError
+from careloop.errors import ChannelError, ConfigError
 from careloop.identity.records import cipher_for
 from careloop.messaging import inbound
 from careloop.messaging.dispatch import Router, load_routes
@@ -29,7 +30,9 @@ def _router(request: Request) -> Router:
 
 
 @router.post(
-    "/channels/{kind}/receipts", summary="A provider's delivery receipts, opens and clicks (stored as events)"
+    "/channels/{kind}/receipts",
+    summary="A provider's delivery receipts, opens and clicks (stored as events)",
+    dependencies=[Depends(public("provider callback: the channel checks the provider's signature"))],
 )
 async def receipts(kind: str, request: Request, s: WorkspaceStore = Depends(store)) -> dict[str, int]:
     if kind not in KINDS:
@@ -40,13 +43,17 @@ async def receipts(kind: str, request: Request, s: WorkspaceStore = Depends(stor
     except orjson.JSONDecodeError:
         payload = raw
     channel = _router(request)(s, kind)
-    parsed = channel.parse_receipts(payload, dict(request.headers), dict(request.query_params))
+    try:
+        parsed = channel.parse_receipts(payload, dict(request.headers), dict(request.query_params))
+    except ValueError as e:  # a body a channel could not decode (empty, not JSON, not UTF-8)
+        raise ChannelError(f"the {kind} receipt could not be read ({type(e).__name__})") from None
     return inbound.record_receipts(s, kind, parsed, clock=request.app.state.clock)
 
 
 @router.post(
     "/channels/sms/replies",
     summary="SMS replies (Aliyun SmsUp, Tencent Cloud or {phone, text}); T / 退订 opts out",
+    dependencies=[Depends(public("provider callback; a reply can only opt a patient out"))],
 )
 async def replies(request: Request, s: WorkspaceStore = Depends(store)) -> dict[str, int]:
     try:
@@ -59,8 +66,16 @@ async def replies(request: Request, s: WorkspaceStore = Depends(store)) -> dict[
     )
 
 
-@router.get("/unsubscribe", response_class=HTMLResponse, summary="The one-click unsubscribe link of e-mails")
-@router.post("/unsubscribe", response_class=HTMLResponse, include_in_schema=False)
+_SIGNED_LINK = [Depends(public("the link carries a signed token"))]
+
+
+@router.get(
+    "/unsubscribe",
+    response_class=HTMLResponse,
+    summary="The one-click unsubscribe link of e-mails",
+    dependencies=_SIGNED_LINK,
+)
+@router.post("/unsubscribe", response_class=HTMLResponse, include_in_schema=False, dependencies=_SIGNED_LINK)
 def unsubscribe(t: str, request: Request, s: WorkspaceStore = Depends(store)) -> HTMLResponse:
     inbound.unsubscribe(s, cipher_for(request.app.state.settings), t, clock=request.app.state.clock)
     return HTMLResponse(

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from careloop.api.deps import store
+from careloop.api.security import requires
 from careloop.profiles.lookalike import lookalike as rank_lookalikes
 from careloop.profiles.personas import build_personas, get_run, person_persona, seed_personas
 from careloop.storage import WorkspaceStore
@@ -15,7 +16,11 @@ from careloop.storage import WorkspaceStore
 router = APIRouter(prefix="/v1", tags=["personas"])
 
 
-@router.get("/personas", summary="The latest persona run: criterion scores, clusters, descriptions (zh, en)")
+@router.get(
+    "/personas",
+    summary="The latest persona run: criterion scores, clusters, descriptions (zh, en)",
+    dependencies=[Depends(requires("personas:read"))],
+)
 def latest(
     run_id: str | None = Query(None, description="a run id (default: the latest)"),
     s: WorkspaceStore = Depends(store),
@@ -23,7 +28,11 @@ def latest(
     return get_run(s, run_id).as_dict()
 
 
-@router.post("/personas/build", summary="Cluster every person into personas and store the run")
+@router.post(
+    "/personas/build",
+    summary="Cluster every person into personas and store the run",
+    dependencies=[Depends(requires("models:fit"))],
+)
 def build(
     request: Request,
     k: int | None = Query(None, ge=2, description="use this many clusters instead of the criterion"),
@@ -32,7 +41,11 @@ def build(
     return build_personas(s, k=k, clock=request.app.state.clock).as_dict()
 
 
-@router.post("/personas/seed", summary="Save the seed personas (慢病管理, 母婴, 老年) as segments")
+@router.post(
+    "/personas/seed",
+    summary="Save the seed personas (慢病管理, 母婴, 老年) as segments",
+    dependencies=[Depends(requires("segments:write"))],
+)
 def seed(
     request: Request,
     refresh: bool = Query(False, description="also evaluate them and store their members"),
@@ -42,7 +55,11 @@ def seed(
     return seed_personas(s, refresh=refresh, as_of=as_of, clock=request.app.state.clock)
 
 
-@router.get("/patients/{person_id}/persona", summary="A person's persona in the latest run")
+@router.get(
+    "/patients/{person_id}/persona",
+    summary="A person's persona in the latest run",
+    dependencies=[Depends(requires("patients:read"))],
+)
 def persona_of(person_id: str, s: WorkspaceStore = Depends(store)) -> dict[str, Any]:
     return person_persona(s, person_id)
 
@@ -50,6 +67,7 @@ def persona_of(person_id: str, s: WorkspaceStore = Depends(store)) -> dict[str, 
 @router.get(
     "/segments/{name}/lookalike",
     summary="Persons outside the segment ranked by similarity to its stored members",
+    dependencies=[Depends(requires("segments:members"))],
 )
 def lookalike(
     request: Request,

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Query
 
 from careloop.api.deps import store
+from careloop.api.security import requires
 from careloop.errors import NotFoundError
 from careloop.profiles import segments as seg
 from careloop.profiles.tags import person_tags
@@ -29,26 +30,40 @@ def _person(s: WorkspaceStore, person_id: str) -> None:
         raise NotFoundError(f"no person {person_id!r}; find one with GET /v1/patients?phone=...")
 
 
-@router.get("/patients/{person_id}/traits", summary="A person's trait values (as last computed)")
+@router.get(
+    "/patients/{person_id}/traits",
+    summary="A person's trait values (as last computed)",
+    dependencies=[Depends(requires("patients:read"))],
+)
 def traits_of(person_id: str, s: WorkspaceStore = Depends(store)) -> dict[str, Any]:
     _person(s, person_id)
     return {"person_id": person_id, "traits": person_traits(s, person_id)}
 
 
 @router.get(
-    "/patients/{person_id}/tags", summary="A person's tags, each with its rule and the values behind it"
+    "/patients/{person_id}/tags",
+    summary="A person's tags, each with its rule and the values behind it",
+    dependencies=[Depends(requires("patients:read"))],
 )
 def tags_of(person_id: str, s: WorkspaceStore = Depends(store)) -> dict[str, Any]:
     _person(s, person_id)
     return {"person_id": person_id, "tags": person_tags(s, person_id)}
 
 
-@router.get("/segments", summary="Segments with their version and stored member count")
+@router.get(
+    "/segments",
+    summary="Segments with their version and stored member count",
+    dependencies=[Depends(requires("segments:read"))],
+)
 def list_segments(s: WorkspaceStore = Depends(store)) -> list[dict[str, Any]]:
     return seg.list_segments(s)
 
 
-@router.put("/segments/{name}", summary="Create a segment, or a new version when the definition changed")
+@router.put(
+    "/segments/{name}",
+    summary="Create a segment, or a new version when the definition changed",
+    dependencies=[Depends(requires("segments:write"))],
+)
 def put_segment(
     name: str, definition: Any = Definition, description: str = Query(""), s: WorkspaceStore = Depends(store)
 ) -> dict[str, Any]:
@@ -56,7 +71,11 @@ def put_segment(
     return {"name": saved.name, "version": saved.version, "definition": saved.definition}
 
 
-@router.post("/segments/preview", summary="Count and sample a definition without saving it")
+@router.post(
+    "/segments/preview",
+    summary="Count and sample a definition without saving it",
+    dependencies=[Depends(requires("segments:members"))],
+)
 def preview(
     definition: Any = Definition, as_of: date | None = AsOf, s: WorkspaceStore = Depends(store)
 ) -> dict[str, Any]:
@@ -64,17 +83,29 @@ def preview(
     return {"count": len(found), "sample": found[:10]}
 
 
-@router.get("/segments/{name}/count", summary="How many persons a segment holds for now")
+@router.get(
+    "/segments/{name}/count",
+    summary="How many persons a segment holds for now",
+    dependencies=[Depends(requires("segments:read"))],
+)
 def count(name: str, as_of: date | None = AsOf, s: WorkspaceStore = Depends(store)) -> dict[str, Any]:
     return {"segment": name, "count": seg.count(s, seg.get_segment(s, name).definition, as_of=as_of)}
 
 
-@router.post("/segments/{name}/refresh", summary="Re-evaluate and store the members (entries and exits)")
+@router.post(
+    "/segments/{name}/refresh",
+    summary="Re-evaluate and store the members (entries and exits)",
+    dependencies=[Depends(requires("segments:write"))],
+)
 def refresh(name: str, as_of: date | None = AsOf, s: WorkspaceStore = Depends(store)) -> dict[str, Any]:
     return {"segment": name, **seg.refresh(s, name, as_of=as_of)}
 
 
-@router.get("/segments/{name}/members", summary="Stored members (as of the last refresh), paged")
+@router.get(
+    "/segments/{name}/members",
+    summary="Stored members (as of the last refresh), paged",
+    dependencies=[Depends(requires("segments:members"))],
+)
 def members(
     name: str,
     offset: int = Query(0, ge=0),
@@ -86,7 +117,9 @@ def members(
 
 
 @router.get(
-    "/segments/{name}/explain/{person_id}", summary="Condition by condition, why a person is in or out"
+    "/segments/{name}/explain/{person_id}",
+    summary="Condition by condition, why a person is in or out",
+    dependencies=[Depends(requires("segments:members"))],
 )
 def explain(
     name: str, person_id: str, as_of: date | None = AsOf, s: WorkspaceStore = Depends(store)
