@@ -506,6 +506,8 @@ def test_cli_fit_score_report_and_highvalue(
     assert run("models", "noshow", "fit", "--test-days", "60")["report"]["test_window"].startswith("[2026-09")
     assert run("models", "noshow", "score", "--as-of", "2026-10-31")["appointments"] > 0
     assert run("models", "refill", "fit")["family"] == "refill"
+    fits = run("audit", "show", "--action", "model.fit")  # each fit on person-level data is audited
+    assert sorted(e["target_id"] for e in fits) == ["churn", "noshow", "refill"]
     assert run("models", "refill", "score", "--as-of", "2026-10-31")["due_soon"] > 0
     bad = runner.invoke(app, ["models", "churn", "fit", "--test-cutoff", "2026-10-20"])
     assert bad.exit_code != 0 and "data ends" in bad.output

@@ -102,6 +102,22 @@ def _print_fit(report: dict[str, Any], name: str) -> None:
     console.print(f"saved as [bold]{name}[/]; `careloop models report {name}` shows the full report")
 
 
+def _save_fitted(store: Any, card: Any, model: Any) -> None:
+    """Save a fitted model and record the fit in the audit chain (person-level data was read)."""
+    from careloop.models.base import registry
+    from careloop.privacy.audit import audit_event, cli_actor
+
+    registry(store.workspace).save(card, model)
+    audit_event(
+        store,
+        actor=cli_actor(),
+        action="model.fit",
+        target_kind="model",
+        target_id=card.name,
+        detail={"family": card.family, "version": card.family_version, "data": card.data_hash[:16]},
+    )
+
+
 def register(models: typer.Typer) -> None:
     churn_app = typer.Typer(
         help="Churn (lapse) risk of chronic patients, with reasons.", no_args_is_help=True
@@ -127,7 +143,6 @@ def register(models: typer.Typer) -> None:
     ) -> None:
         """Backtest (train on earlier cut-offs, test on a later one) and save the churn model."""
         from careloop.models import churn
-        from careloop.models.base import registry
 
         user = _config(config, horizon_days=horizon, grace_days=grace)
         ws = workspace_name(workspace)
@@ -140,7 +155,7 @@ def register(models: typer.Typer) -> None:
                 config=user,
                 clock=backend.clock,
             )
-        registry(ws).save(card, model)
+            _save_fitted(backend.workspace(ws), card, model)
         if json:
             print_json(card.as_dict())
             return
@@ -218,7 +233,6 @@ def register(models: typer.Typer) -> None:
     ) -> None:
         """Backtest (train on appointments before the split, test after it) and save the no-show model."""
         from careloop.models import noshow
-        from careloop.models.base import registry
 
         user = _config(config, train_days=train_days, test_days=test_days)
         ws = workspace_name(workspace)
@@ -226,7 +240,7 @@ def register(models: typer.Typer) -> None:
             card, model = noshow.fit(
                 backend.workspace(ws), name, split=_day(split, "--split"), config=user, clock=backend.clock
             )
-        registry(ws).save(card, model)
+            _save_fitted(backend.workspace(ws), card, model)
         if json:
             print_json(card.as_dict())
             return
@@ -316,7 +330,6 @@ def register(models: typer.Typer) -> None:
     ) -> None:
         """Backtest and save the late-refill model."""
         from careloop.models import refill
-        from careloop.models.base import registry
 
         user = _config(config, due_days=due_days, late_days=late_days)
         ws = workspace_name(workspace)
@@ -329,7 +342,7 @@ def register(models: typer.Typer) -> None:
                 config=user,
                 clock=backend.clock,
             )
-        registry(ws).save(card, model)
+            _save_fitted(backend.workspace(ws), card, model)
         if json:
             print_json(card.as_dict())
             return
