@@ -524,4 +524,10 @@ def test_cli_fit_score_report_and_highvalue(
     assert {c["use"] for c in r["behaviour"]} == {"behaviour"}
     listed = run("models", "list")
     assert {c["name"] for c in listed} == {"churn", "noshow", "refill", "highvalue"}
+    fits = run("audit", "show", "--action", "model.fit")
+    assert sorted(e["target_id"] for e in fits) == ["churn", "highvalue", "noshow", "refill"]
+    runs = {e["detail"]["family"]: e for e in run("audit", "show", "--action", "model.score")}
+    assert set(runs) == {"churn", "noshow", "refill"}  # every scoring run, with counts only
+    assert runs["churn"]["detail"]["persons"] == scored["scored"]
+    assert "churn_risk" in runs["churn"]["detail"]["traits"]
     get_settings.cache_clear()

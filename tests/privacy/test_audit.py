@@ -419,3 +419,75 @@ def test_every_action_is_documented() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "privacy.md").read_text(encoding="utf-8")
     missing = [a for a in ACTIONS if f"`{a}`" not in doc]
     assert not missing, f"docs/privacy.md does not list the audit action(s) {missing}"
+
+
+def test_configuration_changes_are_audited(backend: Backend) -> None:
+    """Segments, journeys and content versions: each write names who made it and which version."""
+    from careloop.journeys.engine import save_journey, set_status
+    from careloop.messaging.content import move, save_content
+    from careloop.profiles.segments import save_segment
+
+    store = backend.workspace(WS)
+    save_segment(store, "高血压", {"trait": "age", "op": ">=", "value": 18})
+    save_segment(
+        store, "高血压", {"trait": "age", "op": ">=", "value": 65}, actor="api:user:amy", role="marketer"
+    )
+    save_content(store, "note", kind="outbox", body={"zh": "随访通知"}, purpose="service")
+    move(store, "note", 1, "submit", by="amy", actor="api:user:amy")
+    move(store, "note", 1, "approve", by="rex", actor="console:user:rex", role="reviewer")
+    spec = {
+        "name": "随访",
+        "trigger": {"type": "api"},
+        "start": "send",
+        "nodes": {
+            "send": {
+                "type": "send",
+                "channel": "outbox",
+                "content": "note",
+                "purpose": "service",
+                "next": "end",
+            },
+            "end": {"type": "exit"},
+        },
+    }
+    save_journey(store, spec)
+    save_journey(store, spec)  # unchanged: nothing written, nothing recorded
+    set_status(store, "随访", "published")
+    set_status(store, "随访", "paused", actor="api:key:ops:1")
+    got = [
+        (e.action, e.target_id, orjson.loads(e.detail or "{}").get("version"), e.actor, e.role)
+        for e in reversed(entries(store, limit=100))
+    ]
+    me = got[0][3]
+    assert me.startswith("cli:")  # library calls from commands name the command-line user
+    assert got == [
+        ("segment.save", "高血压", 1, me, None),
+        ("segment.save", "高血压", 2, "api:user:amy", "marketer"),
+        ("content.save", "note", 1, me, None),
+        ("content.submit", "note", 1, "api:user:amy", None),
+        ("content.approve", "note", 1, "console:user:rex", "reviewer"),
+        ("journey.save", "随访", 1, me, None),
+        ("journey.publish", "随访", 1, me, None),
+        ("journey.pause", "随访", 1, "api:key:ops:1", None),
+    ]
+    assert verify(store).ok
+
+
+def test_model_fits_on_files_are_audited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model kept from a transaction file is a `model.fit` entry with source `file`."""
+    monkeypatch.setenv("CARELOOP_MODELS_DIR", str(tmp_path / "models"))
+    get_settings.cache_clear()
+    log = tmp_path / "tx.csv"
+    log.write_text(
+        "customer,date,amount\n"
+        + "".join(f"c{i},2026-0{m}-1{i},{10 * (i + m)}\n" for i in range(6) for m in range(1, 1 + i % 4 + 1)),
+        encoding="utf-8",
+    )
+    args = ["--transactions", str(log), "--customer-col", "customer", "--as-of", "2026-10-31"]
+    result = runner.invoke(app, ["models", "rfm", "score", *args, "--save", "rfm_file"])
+    assert result.exit_code == 0, result.output
+    shown = runner.invoke(app, ["audit", "show", "--action", "model.fit", "--json"])
+    fits = orjson.loads(shown.stdout)
+    assert [(e["target_id"], e["detail"]["family"], e["detail"]["source"]) for e in fits] == [
+        ("rfm_file", "rfm", "file")
+    ]

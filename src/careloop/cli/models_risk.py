@@ -104,18 +104,16 @@ def _print_fit(report: dict[str, Any], name: str) -> None:
 
 def _save_fitted(store: Any, card: Any, model: Any) -> None:
     """Save a fitted model and record the fit in the audit chain (person-level data was read)."""
-    from careloop.models.base import registry
-    from careloop.privacy.audit import audit_event, cli_actor
+    from careloop.models.runs import save_fitted
 
-    registry(store.workspace).save(card, model)
-    audit_event(
-        store,
-        actor=cli_actor(),
-        action="model.fit",
-        target_kind="model",
-        target_id=card.name,
-        detail={"family": card.family, "version": card.family_version, "data": card.data_hash[:16]},
-    )
+    save_fitted(store, card, model)
+
+
+def _scored(store: Any, name: str, family: str, scored: int, written: dict[str, Any] | None) -> None:
+    """Record a scoring run in the audit chain (how many were scored, which traits were written)."""
+    from careloop.models.runs import record_scores
+
+    record_scores(store, model=name, family=family, persons=scored, traits=written)
 
 
 def register(models: typer.Typer) -> None:
@@ -183,6 +181,7 @@ def register(models: typer.Typer) -> None:
             store = backend.workspace(ws)
             scores, act, t = churn.score(store, model, as_of=_day(as_of, "--as-of"), clock=backend.clock)
             written = churn.write(store, scores, act, t, clock=backend.clock) if write else None
+            _scored(store, name, churn.FAMILY, len(scores), written)
         ranked = sorted(scores, key=lambda s: -s.risk)
         out = {
             "model": name,
@@ -272,6 +271,7 @@ def register(models: typer.Typer) -> None:
             day = _day(as_of, "--as-of") or clock.now().astimezone(ZoneInfo(get_settings().timezone)).date()
             scores = noshow.score(store, model, as_of=day, clock=clock)
             written = noshow.write(store, scores, day, clock=clock) if write else None
+            _scored(store, name, noshow.FAMILY, len(scores), written)
         ranked = sorted(scores, key=lambda s: -s.risk)
         out = {
             "model": name,
@@ -376,6 +376,7 @@ def register(models: typer.Typer) -> None:
             )
             scores = refill.score(store, model, as_of=day, clock=backend.clock)
             written = refill.write(store, scores, day, clock=backend.clock) if write else None
+            _scored(store, name, refill.FAMILY, len(scores), written)
         due = sorted((s for s in scores if s.late_risk is not None), key=lambda s: -(s.late_risk or 0.0))
         out = {
             "model": name,
@@ -439,13 +440,13 @@ def register(models: typer.Typer) -> None:
     ) -> None:
         """What distinguishes the high-value patients: stored traits with lift (after `careloop traits compute`)."""
         from careloop.models import highvalue
-        from careloop.models.base import registry
 
         user = _config(config, value_trait=value_trait, top_share=top_share, min_support=min_support)
         ws = workspace_name(workspace)
         with open_backend() as backend:
-            card, conditions = highvalue.profile(backend.workspace(ws), user, name=save, clock=backend.clock)
-        registry(ws).save(card, [c.as_dict() for c in conditions])
+            store = backend.workspace(ws)
+            card, conditions = highvalue.profile(store, user, name=save, clock=backend.clock)
+            _save_fitted(store, card, [c.as_dict() for c in conditions])
         r = card.report
         if json:
             print_json(card.as_dict())

@@ -131,7 +131,14 @@ def register(models: typer.Typer) -> None:
         Without --transactions, scores every person from the traits last_fill_at, fills_365d and spend_365d
         (`careloop traits compute` first) and writes rfm_r, rfm_f, rfm_m and rfm_segment as traits."""
         from careloop.config import get_settings
-        from careloop.models.rfm import rfm_from_store, rfm_from_transactions, save_rfm, write_rfm_traits
+        from careloop.models.rfm import (
+            FAMILY,
+            rfm_from_store,
+            rfm_from_transactions,
+            save_rfm,
+            write_rfm_traits,
+        )
+        from careloop.models.runs import record_fit, record_scores
         from careloop.models.transactions import read_transactions
 
         user = _read_config(config)
@@ -153,15 +160,20 @@ def register(models: typer.Typer) -> None:
             )
             result = rfm_from_transactions(tx, user, as_of=day)
             if save:
-                save_rfm(result, save, ws, clock=SYSTEM_CLOCK)
+                card = save_rfm(result, save, ws, clock=SYSTEM_CLOCK)
+                with open_backend() as backend:
+                    record_fit(backend.workspace(ws), card, source="file")
         else:
             with open_backend() as backend:
                 store = backend.workspace(ws)
                 result = rfm_from_store(store, user, as_of=day, clock=backend.clock)
                 if write:
                     written = write_rfm_traits(store, result, clock=backend.clock)
+                    record_scores(
+                        store, model=save or "rfm", family=FAMILY, persons=result.size, traits=written
+                    )
                 if save:
-                    save_rfm(result, save, ws, clock=backend.clock)
+                    record_fit(store, save_rfm(result, save, ws, clock=backend.clock))
         if output:
             _write(result.frame(), output)
         report = result.report()
@@ -214,6 +226,7 @@ def register(models: typer.Typer) -> None:
 
         Purchases are counted per distinct day; transactions after --observation-end are ignored."""
         from careloop.models.clv import fit_file
+        from careloop.models.runs import record_fit
 
         user = _clv_options(_read_config(config), time_unit, model, method, draws, tune, chains, horizon_days)
         run = fit_file(
@@ -228,6 +241,9 @@ def register(models: typer.Typer) -> None:
             workspace=workspace_name(workspace),
             clock=SYSTEM_CLOCK,
         )
+        if run.card is not None:
+            with open_backend() as backend:
+                record_fit(backend.workspace(workspace_name(workspace)), run.card, source="file")
         if output:
             _write(run.frame(), output)
         _show_clv(run, save, json)
@@ -261,7 +277,8 @@ def register(models: typer.Typer) -> None:
     ) -> None:
         """Fit on the store's dispenses per person (or use --saved NAME) and write clv_expected_purchases,
         clv_p_alive and clv_value as traits."""
-        from careloop.models.clv import score_store
+        from careloop.models.clv import FAMILY, score_store
+        from careloop.models.runs import record_fit, record_scores
 
         user = _clv_options(_read_config(config), time_unit, model, method, draws, tune, chains, horizon_days)
         ws = workspace_name(workspace)
@@ -275,6 +292,16 @@ def register(models: typer.Typer) -> None:
                 workspace=ws,
                 clock=backend.clock,
                 write=write,
+            )
+            store = backend.workspace(ws)
+            if run.card is not None:
+                record_fit(store, run.card)
+            record_scores(
+                store,
+                model=saved or save or "clv",
+                family=FAMILY,
+                persons=len(run.summary),
+                traits=run.report.get("traits"),
             )
         if output:
             _write(run.frame().rename(columns={"customer": "person_id"}), output)

@@ -559,7 +559,16 @@ async def segment_post(request: Request, session: Session = Depends(GUARDS["segm
             result["error"] = ctx.t("segments.save_needs")
             return _builder(request, ctx, form, result, 400)
         try:
-            saved = seg.save_segment(ctx.store, form.name, d, form.description, clock=ctx.clock)
+            p = session.principal
+            saved = seg.save_segment(
+                ctx.store,
+                form.name,
+                d,
+                form.description,
+                clock=ctx.clock,
+                actor=f"console:{p.actor}",
+                role=p.role.name,
+            )
         except ConfigError as e:
             result = _preview(ctx, form)
             result["error"] = str(e)

@@ -30,6 +30,7 @@ from careloop.config import get_settings
 from careloop.errors import ConfigError, NotFoundError
 from careloop.journeys.definition import Journey, Node, parse_journey, seconds
 from careloop.messaging import policy
+from careloop.privacy.audit import audit_config_change
 from careloop.profiles import segment_eval
 from careloop.profiles.segment_compile import parse as parse_condition
 from careloop.storage import WorkspaceStore
@@ -51,9 +52,16 @@ class Published:
         return self.journey.name
 
 
-def save_journey(store: WorkspaceStore, spec: Any, *, clock: Clock = SYSTEM_CLOCK) -> Published:
+def save_journey(
+    store: WorkspaceStore,
+    spec: Any,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    actor: str | None = None,
+    role: str | None = None,
+) -> Published:
     """Check and store a definition as a draft (a new version when it changed; published ones stay live
-    on their version until published again)."""
+    on their version until published again). A write is recorded as `journey.save` in the audit chain."""
     journey = parse_journey(spec)
     text = orjson.dumps(spec).decode()
     now = clock.now()
@@ -74,6 +82,9 @@ def save_journey(store: WorkspaceStore, spec: Any, *, clock: Clock = SYSTEM_CLOC
                 }
             ],
         )
+        audit_config_change(
+            store, "journey.save", "journey", journey.name, {"version": 1}, actor=actor, role=role
+        )
         return Published(journey, 1, "draft")
     old, version, status = rows[0]
     old = orjson.loads(old) if isinstance(old, str) else old
@@ -83,18 +94,33 @@ def save_journey(store: WorkspaceStore, spec: Any, *, clock: Clock = SYSTEM_CLOC
         "UPDATE journey SET definition = :d, version = :v, status = 'draft', updated_at = :now WHERE name = :n",
         {"d": text, "v": int(version) + 1, "now": now, "n": journey.name},
     )
+    audit_config_change(
+        store, "journey.save", "journey", journey.name, {"version": int(version) + 1}, actor=actor, role=role
+    )
     return Published(journey, int(version) + 1, "draft")
 
 
-def set_status(store: WorkspaceStore, name: str, status: str, *, clock: Clock = SYSTEM_CLOCK) -> Published:
+def set_status(
+    store: WorkspaceStore,
+    name: str,
+    status: str,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    actor: str | None = None,
+    role: str | None = None,
+) -> Published:
     """publish / pause / archive: published journeys take entries and run; paused ones keep their
-    entries where they are (nothing runs) until published again."""
+    entries where they are (nothing runs) until published again. Recorded as `journey.publish` etc."""
     if status not in ("published", "paused", "archived"):
         raise ConfigError("a journey's status is published, paused or archived")
     current = get_journey(store, name)
     params: dict[str, Any] = {"s": status, "n": name, "now": clock.now()}
     extra = ", published_at = :now" if status == "published" else ""
     store.execute(f"UPDATE journey SET status = :s, updated_at = :now{extra} WHERE name = :n", params)  # noqa: S608 - fixed fragment
+    verb = {"published": "publish", "paused": "pause", "archived": "archive"}[status]
+    audit_config_change(
+        store, f"journey.{verb}", "journey", name, {"version": current.version}, actor=actor, role=role
+    )
     return Published(current.journey, current.version, status)
 
 

@@ -18,6 +18,7 @@ import orjson
 
 from careloop.clock import SYSTEM_CLOCK, Clock
 from careloop.errors import ConfigError, NotFoundError
+from careloop.privacy.audit import audit_config_change
 from careloop.storage import WorkspaceStore
 
 KINDS = ("sms", "wechat", "app_push", "email", "outbox")
@@ -83,8 +84,11 @@ def save_content(
     purpose: str = "marketing",
     template_code: str | None = None,
     clock: Clock = SYSTEM_CLOCK,
+    actor: str | None = None,
+    role: str | None = None,
 ) -> ContentItem:
-    """A new draft version of the content (versions are never edited once written)."""
+    """A new draft version of the content (versions are never edited once written); recorded as
+    `content.save` in the audit chain."""
     if not _ID.match(content_id):
         raise ConfigError(f"content id {content_id!r}: 1-64 letters, digits, '_' or '-'")
     if kind not in KINDS:
@@ -110,6 +114,9 @@ def save_content(
                 "created_at": clock.now(),
             }
         ],
+    )
+    audit_config_change(
+        store, "content.save", "content", content_id, {"version": version}, actor=actor, role=role
     )
     return get_content(store, content_id, version)
 
@@ -144,8 +151,11 @@ def move(
     by: str,
     expires_at: datetime | None = None,
     clock: Clock = SYSTEM_CLOCK,
+    actor: str | None = None,
+    role: str | None = None,
 ) -> ContentItem:
-    """submit / approve / reject / retire one version; approval records who and when, and the expiry."""
+    """submit / approve / reject / retire one version; approval records who and when, and the expiry.
+    Recorded as `content.<action>` in the audit chain (`by` the signer, `actor` who made the call)."""
     if action not in _MOVES:
         raise ConfigError(f"content action {action!r}: one of {', '.join(_MOVES)}")
     item = get_content(store, content_id, version)
@@ -163,6 +173,15 @@ def move(
         sets += ", approved_by = :by, approved_at = :at, expires_at = :exp"
         params.update(by=by, at=now, exp=expires_at)
     store.execute(f"UPDATE content_item SET {sets} WHERE content_id = :c AND version = :v", params)
+    audit_config_change(
+        store,
+        f"content.{action}",
+        "content",
+        content_id,
+        {"version": version, "by": by},
+        actor=actor,
+        role=role,
+    )
     return get_content(store, content_id, version)
 
 

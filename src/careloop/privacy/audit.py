@@ -74,6 +74,11 @@ ACTIONS: dict[str, str] = {
     "key.rotate": "the field-encryption keys were rotated (phase started, resumed, finished)",
     "key.retire": "an old encryption key was removed from the key ring",
     "audit.checkpoint": "a checkpoint was signed on demand",
+    "segment.*": "a segment definition was created or changed (segment.save; detail: version)",
+    "journey.*": "a journey was saved as a draft or changed status: journey.save, journey.publish, "
+    "journey.pause, journey.archive (detail: version)",
+    "content.*": "a content version was written or moved: content.save, content.submit, content.approve, "
+    "content.reject, content.retire (detail: version, signer)",
 }
 
 _ACTION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
@@ -594,6 +599,29 @@ def audit_event(
             detail=detail,
             role=role,
         )
+    )
+
+
+def audit_config_change(
+    store: WorkspaceStore,
+    action: str,
+    target_kind: str,
+    target_id: str,
+    detail: Mapping[str, Any] | None = None,
+    *,
+    actor: str | None = None,
+    role: str | None = None,
+) -> AuditEntry:
+    """Record a change of configuration (a segment, journey or content version); the actor defaults to
+    the command-line user, so library calls from commands need not name one."""
+    return audit_event(
+        store,
+        actor=actor or cli_actor(),
+        role=role,
+        action=action,
+        target_kind=target_kind,
+        target_id=target_id,
+        detail=detail,
     )
 
 

@@ -22,6 +22,7 @@ import orjson
 from careloop.clock import SYSTEM_CLOCK, Clock
 from careloop.config import get_settings
 from careloop.errors import ConfigError, NotFoundError
+from careloop.privacy.audit import audit_config_change
 from careloop.profiles import conditions as cond
 from careloop.profiles import segment_eval
 from careloop.profiles.segment_compile import (
@@ -74,9 +75,17 @@ def _today(clock: Clock) -> tuple[date, ZoneInfo]:
 
 
 def save_segment(
-    store: WorkspaceStore, name: str, definition: Any, description: str = "", *, clock: Clock = SYSTEM_CLOCK
+    store: WorkspaceStore,
+    name: str,
+    definition: Any,
+    description: str = "",
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    actor: str | None = None,
+    role: str | None = None,
 ) -> Segment:
-    """Create a segment, or a new version of it when the definition changed."""
+    """Create a segment, or a new version of it when the definition changed (recorded in the audit chain
+    as `segment.save`, by `actor` — default the command-line user)."""
     if not _NAME.match(name):
         raise ConfigError(
             f"segment name {name!r}: 1-64 letters, digits, Chinese characters, '_', '-', '·' or spaces"
@@ -103,6 +112,7 @@ def save_segment(
                 }
             ],
         )
+        audit_config_change(store, "segment.save", "segment", name, {"version": 1}, actor=actor, role=role)
         return Segment(name, description, definition, 1)
     stored = old[0]["definition"]
     stored = orjson.loads(stored) if isinstance(stored, str) else stored
@@ -111,6 +121,7 @@ def save_segment(
         "UPDATE segment SET definition = :d, description = :desc, version = :v, updated_at = :now WHERE name = :n",
         {"d": text, "desc": description, "v": version, "now": now, "n": name},
     )
+    audit_config_change(store, "segment.save", "segment", name, {"version": version}, actor=actor, role=role)
     return Segment(name, description, definition, version)
 
 

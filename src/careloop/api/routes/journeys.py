@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 
-from careloop.api.deps import store
+from careloop.api.deps import audit_actor, audit_role, store
 from careloop.api.security import requires, requires_for
 from careloop.clock import Clock
 from careloop.errors import ConfigError
@@ -58,7 +58,13 @@ def put_journey(
 ) -> dict[str, Any]:
     if not isinstance(definition, dict) or definition.get("name", name) != name:
         raise ConfigError(f"the definition's `name` must be {name!r} (the URL's)")
-    pub = engine.save_journey(s, {**definition, "name": name}, clock=_clock(request))
+    pub = engine.save_journey(
+        s,
+        {**definition, "name": name},
+        clock=_clock(request),
+        actor=audit_actor(request),
+        role=audit_role(request),
+    )
     return {"name": pub.name, "version": pub.version, "status": pub.status}
 
 
@@ -95,7 +101,9 @@ def journey_status(
     status = {"publish": "published", "pause": "paused", "archive": "archived"}.get(action)
     if status is None:
         raise ConfigError("the action is publish, pause or archive")
-    pub = engine.set_status(s, name, status, clock=_clock(request))
+    pub = engine.set_status(
+        s, name, status, clock=_clock(request), actor=audit_actor(request), role=audit_role(request)
+    )
     return {"name": pub.name, "version": pub.version, "status": pub.status}
 
 
@@ -137,6 +145,8 @@ def create_content(
         purpose=str(body.get("purpose", "marketing")),
         template_code=body.get("template_code"),
         clock=_clock(request),
+        actor=audit_actor(request),
+        role=audit_role(request),
     )
     return item.__dict__
 
@@ -177,6 +187,8 @@ def move_content(
         by=_signer(principal, by),
         expires_at=expires_at,
         clock=_clock(request),
+        actor=audit_actor(request),
+        role=audit_role(request),
     ).__dict__
 
 

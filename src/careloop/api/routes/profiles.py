@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query, Request
 
-from careloop.api.deps import store
+from careloop.api.deps import audit_actor, audit_role, store
 from careloop.api.security import requires
 from careloop.errors import NotFoundError
 from careloop.profiles import segments as seg
@@ -65,9 +65,15 @@ def list_segments(s: WorkspaceStore = Depends(store)) -> list[dict[str, Any]]:
     dependencies=[Depends(requires("segments:write"))],
 )
 def put_segment(
-    name: str, definition: Any = Definition, description: str = Query(""), s: WorkspaceStore = Depends(store)
+    name: str,
+    request: Request,
+    definition: Any = Definition,
+    description: str = Query(""),
+    s: WorkspaceStore = Depends(store),
 ) -> dict[str, Any]:
-    saved = seg.save_segment(s, name, definition, description)
+    saved = seg.save_segment(
+        s, name, definition, description, actor=audit_actor(request), role=audit_role(request)
+    )
     return {"name": saved.name, "version": saved.version, "definition": saved.definition}
 
 
