@@ -385,6 +385,28 @@ def test_patient_reads_and_lookups_are_audited(network: Linked, monkeypatch: pyt
     assert api[0].as_dict()["detail"] == {"via": "api", "by": "phone", "matches": 0}
     assert api[1].action == "read.patient" and api[1].target_id == pid and api[1].actor.startswith("api:key:")
     assert api[1].role == "admin"
+    # every other read of person-level data through the API: one person's details, or a list of persons
+    from careloop.profiles.segments import refresh, save_segment
+
+    save_segment(store, "所有人", {"trait": "age", "op": "missing"})
+    refresh(store, "所有人")
+    with TestClient(create_app(backend=backend), headers=key_headers(backend, "dpo")) as client:
+        for path in ("traits", "tags", "consents"):
+            assert client.get(f"/v1/patients/{pid}/{path}").status_code == 200, path
+        assert client.get(f"/v1/segments/所有人/explain/{pid}").status_code == 200
+        assert client.get("/v1/segments/所有人/members", params={"limit": 5}).status_code == 200
+        assert client.get("/v1/tasks").status_code == 200
+    reads = entries(store, action="read*", limit=6)
+    got = {(e.action, e.target_id, e.as_dict()["detail"]["what"], e.role) for e in reads}
+    assert got == {
+        ("read.patient", pid, "traits", "dpo"),
+        ("read.patient", pid, "tags", "dpo"),
+        ("read.patient", pid, "consents", "dpo"),
+        ("read.patient", pid, "explain:所有人", "dpo"),
+        ("read.list", "所有人", "members", "dpo"),
+        ("read.list", None, "tasks", "dpo"),
+    }
+    assert [e.as_dict()["detail"]["rows"] for e in reads if e.action == "read.list"] == [0, 5]
     # nothing personal in the log: no stored identifier's plaintext appears in any entry
     listed = runner.invoke(app, ["audit", "show", "--json", "--limit", "100"])
     assert listed.exit_code == 0 and pid in listed.stdout

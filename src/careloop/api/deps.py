@@ -34,3 +34,32 @@ def audit_role(request: Request) -> str | None:
     role = getattr(getattr(request.state, "principal", None), "role", None)
     name = getattr(role, "name", role)
     return name if isinstance(name, str) else None
+
+
+def audit_read(
+    request: Request,
+    s: WorkspaceStore,
+    what: str,
+    *,
+    person_id: str | None = None,
+    target_kind: str = "person",
+    target_id: str | None = None,
+    rows: int | None = None,
+) -> None:
+    """Record an API read of person-level data: one person's `what` (traits, tags, consents, …) as
+    `read.patient`, or a list of persons (segment members, look-alikes, tasks) as `read.list` with its
+    row count — never the values themselves."""
+    from careloop.privacy.audit import audit_event
+
+    detail: dict[str, object] = {"via": "api", "what": what}
+    if rows is not None:
+        detail["rows"] = rows
+    audit_event(
+        s,
+        actor=audit_actor(request),
+        role=audit_role(request),
+        action="read.patient" if person_id is not None else "read.list",
+        target_kind="person" if person_id is not None else target_kind,
+        target_id=person_id if person_id is not None else target_id,
+        detail=detail,
+    )

@@ -54,6 +54,8 @@ CHECKPOINT_EVERY = 1000
 ACTIONS: dict[str, str] = {
     "read.patient": "a person's 360 (or an unlinked record's) was shown",
     "read.patients": "a look-up (by phone, ID number, ...) returned persons; one entry per person found",
+    "read.list": "a list of persons was returned (segment members, look-alikes, tasks, a quarantined row; "
+    "detail: what and rows)",
     "export": "person-level data left careloop (segment members, a file, a data-subject copy)",
     "change": "person-level data was changed by hand (a correction, a merge or split)",
     "identity.merge": "two persons were merged by hand",

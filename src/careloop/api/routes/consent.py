@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from careloop.api.deps import store
+from careloop.api.deps import audit_read, store
 from careloop.api.security import requires
 from careloop.clock import Clock
 from careloop.config import get_settings
@@ -78,6 +78,7 @@ def list_consents(
 ) -> dict[str, Any]:
     pid = ledger.resolve_person(s, ident)
     when = _when(request, at)
+    audit_read(request, s, "consents", person_id=pid)
     return {
         "person_id": pid,
         "at": when,

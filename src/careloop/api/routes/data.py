@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
-from careloop.api.deps import backend, store
+from careloop.api.deps import audit_read, backend, store
 from careloop.api.security import requires
 from careloop.errors import NotFoundError
 from careloop.ingest.quarantine import QuarantineView
@@ -68,11 +68,16 @@ def _raw_shown(viewer: Viewer) -> bool:
     "/quarantine/{qid}", summary="One quarantined row, original values masked (hidden for some roles)"
 )
 def quarantine_row(
-    qid: str, p: Principal = Depends(requires("quarantine:read")), s: WorkspaceStore = Depends(store)
+    qid: str,
+    request: Request,
+    p: Principal = Depends(requires("quarantine:read")),
+    s: WorkspaceStore = Depends(store),
 ) -> dict[str, Any]:
     row = QuarantineView(s).show(qid)
     if row is None:
         raise NotFoundError(f"no quarantined row {qid!r}")
     if not _raw_shown(p.viewer):
         row["raw"] = None
+    else:  # a rejected record's original values were shown (masked by the role)
+        audit_read(request, s, "quarantine", target_kind="quarantine", target_id=qid, rows=1)
     return row

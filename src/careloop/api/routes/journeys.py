@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 
-from careloop.api.deps import audit_actor, audit_role, store
+from careloop.api.deps import audit_actor, audit_read, audit_role, store
 from careloop.api.security import requires, requires_for
 from careloop.clock import Clock
 from careloop.errors import ConfigError
@@ -198,6 +198,7 @@ def move_content(
     dependencies=[Depends(requires("tasks:read"))],
 )
 def tasks(
+    request: Request,
     assignee: str | None = Query(None),
     status: str = Query("open", description="open | done | cancelled | all"),
     limit: int = Query(100, ge=1, le=1000),
@@ -205,7 +206,9 @@ def tasks(
 ) -> list[dict[str, Any]]:
     from careloop.journeys.tasks import list_tasks
 
-    return list_tasks(s, assignee=assignee, status=None if status == "all" else status, limit=limit)
+    found = list_tasks(s, assignee=assignee, status=None if status == "all" else status, limit=limit)
+    audit_read(request, s, "tasks", target_kind="tasks", target_id=assignee, rows=len(found))
+    return found
 
 
 @router.post(

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from careloop.api.deps import store
+from careloop.api.deps import audit_read, store
 from careloop.api.security import requires
 from careloop.profiles.lookalike import lookalike as rank_lookalikes
 from careloop.profiles.personas import build_personas, get_run, person_persona, seed_personas
@@ -60,8 +60,10 @@ def seed(
     summary="A person's persona in the latest run",
     dependencies=[Depends(requires("patients:read"))],
 )
-def persona_of(person_id: str, s: WorkspaceStore = Depends(store)) -> dict[str, Any]:
-    return person_persona(s, person_id)
+def persona_of(person_id: str, request: Request, s: WorkspaceStore = Depends(store)) -> dict[str, Any]:
+    found = person_persona(s, person_id)
+    audit_read(request, s, "persona", person_id=person_id)
+    return found
 
 
 @router.get(
@@ -75,4 +77,6 @@ def lookalike(
     top: int = Query(50, ge=1, le=10_000),
     s: WorkspaceStore = Depends(store),
 ) -> dict[str, Any]:
-    return rank_lookalikes(s, name, top=top, clock=request.app.state.clock).as_dict()
+    ranked = rank_lookalikes(s, name, top=top, clock=request.app.state.clock).as_dict()
+    audit_read(request, s, "lookalike", target_kind="segment", target_id=name, rows=top)
+    return ranked

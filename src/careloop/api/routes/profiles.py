@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 
-from careloop.api.deps import audit_actor, audit_role, store
+from careloop.api.deps import audit_actor, audit_read, audit_role, store
 from careloop.api.security import requires
 from careloop.errors import NotFoundError
 from careloop.profiles import segments as seg
@@ -35,8 +35,9 @@ def _person(s: WorkspaceStore, person_id: str) -> None:
     summary="A person's trait values (as last computed)",
     dependencies=[Depends(requires("patients:read"))],
 )
-def traits_of(person_id: str, s: WorkspaceStore = Depends(store)) -> dict[str, Any]:
+def traits_of(person_id: str, request: Request, s: WorkspaceStore = Depends(store)) -> dict[str, Any]:
     _person(s, person_id)
+    audit_read(request, s, "traits", person_id=person_id)
     return {"person_id": person_id, "traits": person_traits(s, person_id)}
 
 
@@ -45,8 +46,9 @@ def traits_of(person_id: str, s: WorkspaceStore = Depends(store)) -> dict[str, A
     summary="A person's tags, each with its rule and the values behind it",
     dependencies=[Depends(requires("patients:read"))],
 )
-def tags_of(person_id: str, s: WorkspaceStore = Depends(store)) -> dict[str, Any]:
+def tags_of(person_id: str, request: Request, s: WorkspaceStore = Depends(store)) -> dict[str, Any]:
     _person(s, person_id)
+    audit_read(request, s, "tags", person_id=person_id)
     return {"person_id": person_id, "tags": person_tags(s, person_id)}
 
 
@@ -114,11 +116,13 @@ def refresh(name: str, as_of: date | None = AsOf, s: WorkspaceStore = Depends(st
 )
 def members(
     name: str,
+    request: Request,
     offset: int = Query(0, ge=0),
     limit: int = Query(100, ge=1, le=10_000),
     s: WorkspaceStore = Depends(store),
 ) -> dict[str, Any]:
     total, rows = seg.stored_members(s, name, limit=limit, offset=offset)
+    audit_read(request, s, "members", target_kind="segment", target_id=name, rows=len(rows))
     return {"segment": name, "total": total, "items": rows}
 
 
@@ -128,7 +132,12 @@ def members(
     dependencies=[Depends(requires("segments:members"))],
 )
 def explain(
-    name: str, person_id: str, as_of: date | None = AsOf, s: WorkspaceStore = Depends(store)
+    name: str,
+    person_id: str,
+    request: Request,
+    as_of: date | None = AsOf,
+    s: WorkspaceStore = Depends(store),
 ) -> dict[str, Any]:
     _person(s, person_id)
+    audit_read(request, s, f"explain:{name}", person_id=person_id)
     return seg.explain(s, seg.get_segment(s, name).definition, person_id, as_of=as_of)
