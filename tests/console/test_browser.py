@@ -160,18 +160,26 @@ def test_every_view_as_the_dpo(browser: Any, base_url: str, world: World) -> Non
     assert page.locator("nav.side a[aria-current=page]").inner_text() == "管理层仪表盘"
     w.shot("executive")
 
-    w.open("/console/marketing?end=2026-11-30&days=30")
+    w.open("/console/marketing?end=2026-11-30&days=365")  # the journeys' sends and a year of campaigns
     stats = api.get(f"/v1/journeys/{JOURNEY}/stats").json()
     row = page.locator('[data-table="journeys"] tr', has_text=JOURNEY)
     assert row.locator('[data-key="entries"]').get_attribute("data-value") == str(stats["entries"])
     assert float(str(row.locator('[data-key="uplift"]').get_attribute("data-value"))) == pytest.approx(
         stats["conversion"]["uplift"]
     )
+    assert page.locator('[data-table="campaigns"] tr').count() > 1
     w.shot("marketing")
 
     w.open("/console/journey-analysis?days=365")
     w.shot("journey-analysis")
     w.shot("cohort-retention", "#c-retention")
+    w.open("/console/journey-analysis")  # 90 days: the demo's two 5A snapshots are compared
+    drawn = page.evaluate(
+        "window.careloopCharts.get('chart-flows_5a').getOption().series[0].links.reduce((a, l) => a + l.value, 0)"
+    )
+    assert drawn == world.store.count("person")
+    assert page.locator('[data-table="flows_5a"] tbody tr').count() >= 6
+    w.shot("stage-flows", "#c-flows_5a")
 
     w.open(f"/console/patients/{world.person}")
     doc = api.get(f"/v1/patients/{world.person}").json()

@@ -18,9 +18,10 @@ from careloop.console.period import DEFAULT_DAYS, Period, data_date
 from careloop.journeys.stats import journey_stats
 from careloop.privacy.auth import add_user
 from careloop.profiles import segments as seg
+from careloop.storage import WorkspaceStore
 from careloop.storage.queries import ingest_runs
 from tests.console.conftest import api_headers, sign_in, table, values
-from tests.console.world import AS_OF, JOURNEY, PASSWORD, World, user
+from tests.console.world import AS_OF, JOURNEY, PASSWORD, SNAPSHOT_FLOWS, World, insert_snapshots, user
 
 PAGES = (
     "/console/executive",
@@ -190,6 +191,11 @@ def test_marketing_campaigns(admin: TestClient, world: World) -> None:
         assert int(r["treated"]) == c["treated"] and int(r["converted"]) == c["converted"]
         if c["uplift"] is not None:
             assert _num(r["uplift"]) == pytest.approx(c["uplift"])
+        assert int(r["acquired"]) == c["acquired"]
+    acquired = sum(c["acquired"] for c in camps)
+    assert acquired > 0
+    cac = sum(c["cost"] or 0.0 for c in camps) / acquired
+    assert _num(values(html, "kpi")["kpi.cac"]) == pytest.approx(cac)
     messages = world.store.scalar(
         "SELECT count(*) FROM message WHERE NOT is_holdout AND created_at >= :lo AND created_at < :hi",
         {"lo": p.lo, "hi": p.hi},
@@ -217,12 +223,92 @@ def test_journey_analysis(admin: TestClient, world: World) -> None:
     shown = table(html, "cohorts")
     assert [int(r["size"]) for r in shown] == [c["size"] for c in coh["cohorts"]]
     assert 'id="chart-retention"' in html and 'id="chart-funnel"' in html
+    # 5A flows: the world has the demo's snapshot 90 days back (08-02) and the as-of day's (10-31)
+    assert _matrix(html) == _direct_flows(world.store, p) and _matrix(html)
+    assert 'id="chart-flows_5a"' in html and '"type":"sankey"' in html
+    assert "比较 2026-08-02 与 2026-10-31 的快照" in html
+    moves = {r["move"]: int(r["persons"]) for r in table(html, "moves_5a")}
+    assert sum(moves.values()) == world.store.count("person")
 
 
 def _stage_label(stage: str) -> str:
     from careloop.console.i18n import label_for
 
     return label_for("zh", "stage5a", stage)
+
+
+def _matrix(html: str) -> dict[tuple[str, str], int]:
+    """The transition matrix shown: (from stage, to stage) -> persons, zero cells left out."""
+    from careloop.console.i18n import LABELS
+
+    code = {pair[0]: c for c, pair in LABELS["stage5a"].items()}
+    out = {}
+    for r in table(html, "flows_5a"):
+        for k, v in r.items():
+            if k.startswith("to_") and int(v):
+                out[(code[r["from"]], k[3:])] = int(v)
+        assert int(r["total"]) == sum(int(v) for k, v in r.items() if k.startswith("to_"))
+    return out
+
+
+def _direct_flows(store: WorkspaceStore, p: Period) -> dict[tuple[str, str], int]:
+    """The flows by a direct statement written apart from the console's: each person's latest snapshot
+    day on or before the first day and on or before the last, joined back to their values."""
+    h = "trait_history {a} ON {a}.person_id = s.person_id AND {a}.trait = 'stage_5a' AND {a}.key = ''"
+    return {
+        (f, t): int(n)
+        for f, t, n in store.tuples(
+            "WITH s AS (SELECT person_id, max(CASE WHEN as_of <= :a THEN as_of END) AS fd, max(as_of) AS td "
+            "FROM trait_history WHERE trait = 'stage_5a' AND key = '' AND as_of <= :b GROUP BY person_id) "
+            f"SELECT f.value_text, t.value_text, count(*) FROM s JOIN {h.format(a='f')} AND f.as_of = s.fd "
+            f"JOIN {h.format(a='t')} AND t.as_of = s.td WHERE s.td > s.fd GROUP BY 1, 2",
+            {"a": p.start, "b": p.end},
+        )
+    }
+
+
+def _workspace_admin(app: FastAPI, world: World, workspace: str) -> TestClient:
+    world.backend.ensure_workspace(workspace)
+    add_user(world.backend.workspace(workspace), f"{workspace}-admin", PASSWORD, "admin")
+    client = TestClient(app)
+    r = client.post(
+        "/console/login",
+        data={"username": f"{workspace}-admin", "password": PASSWORD, "workspace": workspace},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    return client
+
+
+def test_5a_flows_of_a_constructed_store(app: FastAPI, world: World) -> None:
+    client = _workspace_admin(app, world, "flows")
+    store = world.backend.workspace("flows")
+    insert_snapshots(store)
+    html = client.get("/console/journey-analysis", params={"end": AS_OF.isoformat(), "days": 90}).text
+    p = _period(world, 90)
+    assert _matrix(html) == _direct_flows(store, p) == SNAPSHOT_FLOWS
+    moves = {r["move"]: (int(r["persons"]), float(r["share"])) for r in table(html, "moves_5a")}
+    assert moves == {"上升": (2, 0.5), "不变": (1, 0.25), "下降": (1, 0.25)}
+    assert "比较 2026-07-15 – 2026-08-01 与 2026-10-01 – 2026-10-30 的快照：4 名患者。" in html
+    assert "另有 1 名患者首日时尚无快照" in html
+    csv = client.get(
+        "/console/export/journey_analysis/flows_5a.csv", params={"end": "2026-10-31", "days": 90}
+    )
+    lines = csv.content.decode("utf-8-sig").splitlines()
+    assert csv.status_code == 200 and lines[0].startswith("期初阶段,O 潜在,了解 Aware") and len(lines) == 7
+    en = client.get("/console/journey-analysis", params={"end": "2026-10-31", "lang": "en"}).text
+    assert "Comparing the snapshots of 2026-07-15 – 2026-08-01 and 2026-10-01 – 2026-10-30: 4 patients." in en
+    assert {r["move"]: int(r["persons"]) for r in table(en, "moves_5a")} == {
+        "moved up": 2,
+        "stayed": 1,
+        "moved down": 1,
+    }
+    # a period with no snapshot on or before its first day (2026-05-03): the empty state says what to run
+    old = client.get("/console/journey-analysis", params={"end": "2026-07-31", "days": 90, "lang": "zh"}).text
+    assert table(old, "flows_5a") == [] and 'id="chart-flows_5a"' not in old
+    assert "没有可比较的 5A 历史快照" in old
+    assert "careloop traits compute --as-of 2026-05-03 --history-only" in old
+    assert "已保存的快照日：2026-11-05, 2026-10-30" in old
 
 
 def test_patient_360_is_the_viewers(as_role: Callable[[str], TestClient], app: FastAPI, world: World) -> None:
@@ -287,6 +373,12 @@ def test_segments_pages_match_the_library(admin: TestClient, app: FastAPI, world
     )
     assert api.status_code == 200 and int(kpi["segment.evaluated"]) == api.json()["count"]
     assert int(kpi["segment.members"]) == listed["老年"]
+    explained = admin.get(f"/console/segments/{quote('老年')}", params={"person": world.person})
+    assert explained.status_code == 200
+    entries = world.store.tuples(
+        "SELECT action, target_id, role FROM audit_entry WHERE detail LIKE '%explain:老年%' AND role = 'admin'"
+    )
+    assert ("read.patient", world.person, "admin") in entries
 
 
 def test_journey_viewer(admin: TestClient, world: World) -> None:
@@ -322,6 +414,13 @@ def test_data_quality(as_role: Callable[[str], TestClient], app: FastAPI, world:
     assert (
         engineer.status_code == 200 and "139****5678" not in engineer.text and "不显示原始值" in engineer.text
     )
+    shown = world.store.tuples(
+        "SELECT role, target_id FROM audit_entry WHERE action = 'read.list' AND target_kind = 'quarantine'"
+    )
+    assert ("admin", str(qid)) in shown  # (other tests' sign-ins may add theirs)
+    assert all(
+        role != "engineer" for role, _ in shown
+    )  # the engineer saw no original values: nothing recorded
     analyst = as_role("analyst").get("/console/data-quality")
     assert analyst.status_code == 200 and 'data-table="quarantine"' not in analyst.text  # no quarantine:read
 
@@ -354,6 +453,10 @@ def test_empty_workspace_shows_empty_states(app: FastAPI, world: World) -> None:
     for path, text in (
         ("/console/marketing", "本期旅程没有发送记录"),
         ("/console/journey-analysis", "没有 5A 阶段数据"),
+        (
+            "/console/journey-analysis",
+            "没有可比较的 5A 历史快照：运行 careloop traits compute --as-of DAY --history-only",
+        ),
         ("/console/segments", "还没有人群分组"),
         ("/console/journeys", "还没有旅程"),
         ("/console/data-quality", "还没有导入批次"),

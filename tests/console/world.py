@@ -1,8 +1,8 @@
 """A small demo store for the console tests, built the way `careloop demo` builds one (synthetic network
--> ingest -> identity -> traits, tags, seed-persona segments, example journeys), plus what a running
-system adds: a journey with a holdout that sent messages (some blocked by the send-time policy), receipts
-for some of them, conversions, staff tasks (some done), a quarantined row, a capability assessment and
-one console user per role."""
+-> ingest -> identity -> a past 5A snapshot and the traits, tags, seed-persona segments, example journeys),
+plus what a running system adds: a journey with a holdout that sent messages (some blocked by the send-time
+policy), receipts for some of them, conversions, staff tasks (some done), a quarantined row, a capability
+assessment and one console user per role."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from careloop.channels.base import Receipt
+from careloop.cli.demo import HISTORY_DAYS_BACK
 from careloop.clock import FixedClock
 from careloop.console import assessment
 from careloop.identity.resolve import resolve
@@ -80,6 +81,8 @@ def build_world(root: Path, patients: int = 1200) -> World:
     store = backend.workspace("default")
     resolve(store, clock=clock)
     ensure_lookup_indexes(backend)
+    # as the demo: a 5A snapshot HISTORY_DAYS_BACK days back (history only), then the current traits
+    compute_traits(store, as_of=AS_OF - timedelta(days=HISTORY_DAYS_BACK), clock=clock, current=False)
     compute_traits(store, as_of=AS_OF, clock=clock)
     apply_tags(store, as_of=AS_OF, clock=clock)
     seed_personas(store, refresh=True, as_of=AS_OF, clock=clock)
@@ -156,3 +159,37 @@ def build_world(root: Path, patients: int = 1200) -> World:
         )
     )
     return World(backend, store, clock, root, person)
+
+
+#: A constructed 5A history: (person, snapshot day, stage). With the period 2026-08-03 .. 2026-10-31 (90
+#: days to AS_OF) each person's latest snapshot on or before 08-03 is compared with the latest on or
+#: before 10-31: A Aware -> Act (up), B Act -> Appeal (down), C Ask -> Ask, G Appeal -> Advocate (up,
+#: from 07-15); D has no snapshot by 08-03 (new, not counted); E and F nothing later by 10-31.
+SNAPSHOTS = (
+    ("A", date(2026, 7, 1), "O"),
+    ("A", date(2026, 8, 1), "Aware"),
+    ("A", date(2026, 10, 1), "Act"),
+    ("B", date(2026, 8, 1), "Act"),
+    ("B", date(2026, 10, 30), "Appeal"),
+    ("C", date(2026, 8, 1), "Ask"),
+    ("C", date(2026, 10, 1), "Ask"),
+    ("D", date(2026, 9, 1), "Act"),
+    ("E", date(2026, 7, 1), "Aware"),
+    ("F", date(2026, 8, 1), "Aware"),
+    ("F", date(2026, 11, 5), "Act"),
+    ("G", date(2026, 7, 15), "Appeal"),
+    ("G", date(2026, 10, 1), "Advocate"),
+)
+SNAPSHOT_FLOWS = {("Aware", "Act"): 1, ("Act", "Appeal"): 1, ("Ask", "Ask"): 1, ("Appeal", "Advocate"): 1}
+
+
+def insert_snapshots(store: WorkspaceStore) -> None:
+    """`SNAPSHOTS` as stage_5a history, plus rows the flows must ignore (another trait, a keyed row)."""
+    rows = [
+        {"person_id": p, "trait": "stage_5a", "key": "", "as_of": d, "value_text": s} for p, d, s in SNAPSHOTS
+    ]
+    rows += [
+        {"person_id": "A", "trait": "other", "key": "", "as_of": date(2026, 8, 1), "value_text": "Act"},
+        {"person_id": "B", "trait": "stage_5a", "key": "x", "as_of": date(2026, 8, 1), "value_text": "O"},
+    ]
+    store.insert("trait_history", rows)

@@ -227,3 +227,26 @@ def test_erasure_flags_models_and_refuses_twice(
     assert reg.needs_retraining() == {}
     with pytest.raises(ConfigError):
         dsr.erase(store, req.request_id, cipher=_cipher(), clock=clock)
+
+
+def test_trait_history_is_in_the_copy_and_erased(
+    backend: Backend, clock: FixedClock, network: Path, tmp_path: Path
+) -> None:
+    from careloop.profiles.traits import compute_traits
+
+    store = _ingested(backend, network, clock)
+    person = _busiest(store)
+    for day in (date(2026, 8, 2), date(2026, 10, 31)):  # two 5A snapshots of everyone
+        compute_traits(store, as_of=day, clock=clock, current=False)
+    persons = store.count("person")
+    assert store.count("trait_history") == 2 * persons
+    copy = dsr.open_request(store, person, "copy", clock=clock)
+    dsr.access(store, copy.request_id, tmp_path / "copy.json", cipher=_cipher(), clock=clock)
+    export = json.loads((tmp_path / "copy.json").read_text(encoding="utf-8"))
+    assert sorted(r["as_of"][:10] for r in export["tables"]["trait_history"]) == ["2026-08-02", "2026-10-31"]
+    assert {r["person_id"] for r in export["tables"]["trait_history"]} == {person}
+    req = dsr.open_request(store, person, "deletion", clock=clock)
+    cert = dsr.erase(store, req.request_id, cipher=_cipher(), clock=clock, models_dir=tmp_path / "models")
+    assert cert["tables"]["trait_history"] == 2
+    assert store.scalar("SELECT count(*) FROM trait_history WHERE person_id = :p", {"p": person}) == 0
+    assert store.count("trait_history") == 2 * (persons - 1)  # nobody else's snapshots went

@@ -74,3 +74,27 @@ def test_plan_line_carries_class_and_level(backend: Backend) -> None:
         clock=FixedClock(datetime(2030, 1, 1, tzinfo=UTC)),
     )[0]
     assert (line.data_class, line.level) == ("health", 3)
+
+
+def test_trait_history_is_purged_by_its_day(backend: Backend, clock: FixedClock) -> None:
+    """trait_history's time is a DATE (the snapshot's local day): the plan counts what the purge deletes."""
+    rule = next(r for r in load_rules() if r.table == "trait_history")
+    assert (rule.column, rule.keep) == ("as_of", "3y")
+    today = clock.now().date()
+    s = backend.workspace("default")
+    s.insert(
+        "trait_history",
+        [
+            {
+                "person_id": "P1",
+                "trait": "stage_5a",
+                "key": "",
+                "as_of": today - timedelta(days=d),
+                "value_text": "Act",
+            }
+            for d in (1, 400, 1094, 1100, 1500)
+        ],
+    )
+    assert {ln.table: ln.rows for ln in plan(s, rules=[rule], clock=clock)} == {"trait_history": 2}
+    assert {ln.table: ln.rows for ln in purge(s, rules=[rule], clock=clock)} == {"trait_history": 2}
+    assert s.count("trait_history") == 3

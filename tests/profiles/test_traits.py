@@ -303,3 +303,140 @@ def test_first_match_stage_and_decision_type(store, tmp_path: Path) -> None:  # 
     )
     with pytest.raises(ConfigError, match="not in this file"):
         load_traits(path)
+
+
+def _history(store, trait: str = "stage_5a") -> dict[tuple[str, str, date], object]:  # type: ignore[no-untyped-def]
+    return {
+        (p, k, d): t if t is not None else n
+        for p, k, d, t, n in store.tuples(
+            "SELECT person_id, key, as_of, value_text, value_num FROM trait_history WHERE trait = :t",
+            {"t": trait},
+        )
+    }
+
+
+def test_history_is_written_per_day_and_idempotent(store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    summary = compute_traits(store, as_of=AS_OF)
+    assert summary.history == {"stage_5a": 2} and summary.current
+    assert _history(store) == {("P1", "", AS_OF): "Act", ("P2", "", AS_OF): "Act"}  # as trait_value
+    assert {r[0] for r in store.tuples("SELECT DISTINCT trait FROM trait_history")} == {"stage_5a"}
+    computed_at = store.scalar("SELECT max(computed_at) FROM trait_history")
+    compute_traits(store, as_of=AS_OF)  # the same day again: that day's rows are replaced
+    assert store.count("trait_history") == 2
+    assert store.scalar("SELECT max(computed_at) FROM trait_history") >= computed_at
+    compute_traits(store, as_of=date(2026, 3, 1), only=["stage_5a"])  # another day adds its own
+    assert store.count("trait_history") == 4
+    assert store.scalar("SELECT count(DISTINCT as_of) FROM trait_history") == 2
+    # any text or number trait may keep history, keyed ones included
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "traits:\n"
+        "  visits_by_class:\n"
+        "    {from: encounter, aggregate: count, time: start, by: encounter_class, history: true}\n"
+        "  last_visit: {from: encounter, aggregate: max, of: start, time: start}\n",
+        encoding="utf-8",
+    )
+    mine = load_traits(path)
+    assert mine.traits["visits_by_class"].history and not mine.traits["last_visit"].history
+    out = compute_traits(store, mine, as_of=AS_OF)
+    assert out.history == {"visits_by_class": 3}
+    assert _history(store, "visits_by_class") == {
+        ("P1", "outpatient", AS_OF): 2.0,  # 10-01 and 05-01 (11-05 is after the day)
+        ("P2", "outpatient", AS_OF): 1.0,  # e6 (e7 is on the next local day)
+        ("P2", "emergency", AS_OF): 1.0,
+    }
+
+
+def test_history_only_leaves_current_values_and_computes_dependencies_then(store) -> None:  # type: ignore[no-untyped-def]
+    compute_traits(store, as_of=AS_OF)
+    before = sorted(store.tuples("SELECT * FROM trait_value"), key=str)
+    assert _values(store, "P2")[("visits_180d", "")] == 1.0  # stored: a visit on the as-of day
+    past = date(2026, 3, 1)
+    summary = compute_traits(store, as_of=past, current=False)
+    assert not summary.current and summary.history == {"stage_5a": 2} and summary.values == 2
+    # stage_5a and what it reads were computed as of that day; nothing else was
+    assert set(summary.per_trait) == {
+        "stage_5a",
+        "visits_180d",
+        "fills_180d",
+        "feedback_best_365d",
+        "asks_90d",
+        "online_consultations_180d",
+        "events_90d",
+        "last_visit_at",
+        "last_fill_at",
+        "last_event_by_channel",
+    }
+    assert sorted(store.tuples("SELECT * FROM trait_value"), key=str) == before  # untouched
+    # P2's only visit before 2026-03-01 was on 2025-01-01: no longer recent then (the stored
+    # visits_180d = 1 describes 2026-10-31), a history with us: Aware. P1 had fills in 180 days: Act.
+    assert {k: v for k, v in _history(store).items() if k[2] == past} == {
+        ("P1", "", past): "Act",
+        ("P2", "", past): "Aware",
+    }
+    assert store.count("trait_history") == 4  # the as-of day's snapshot is still there
+    compute_traits(store, as_of=past, current=False)
+    assert store.count("trait_history") == 4  # idempotent per day
+
+
+def test_history_option_is_checked(store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match="history: true"):
+        compute_traits(store, as_of=AS_OF, only=["visits_90d"], current=False)
+    bad = tmp_path / "t.yaml"
+    for body, message in (
+        ("traits: {x: {from: encounter, aggregate: count, history: yes please}}", "true or false"),
+        (
+            "traits: {x: {from: encounter, aggregate: max, of: start, time: start, history: true}}",
+            "text and number values only",
+        ),
+    ):
+        bad.write_text(body, encoding="utf-8")
+        with pytest.raises(ConfigError, match=message):
+            load_traits(bad)
+    bad.write_text("traits: {x: {from: encounter, aggregate: count}}", encoding="utf-8")
+    with pytest.raises(ConfigError, match="no trait is declared"):
+        compute_traits(store, load_traits(bad), as_of=AS_OF, current=False)
+
+
+def test_history_only_cli() -> None:
+    import os
+
+    from careloop.cli import app
+    from careloop.storage import connect
+
+    b = connect(os.environ["CARELOOP_DATABASE_URL"])
+    s = b.workspace("default")
+    s.insert("identity_link", [{"source": "his", "patient_key": "h1", "person_id": "P1", "rule": "alone"}])
+    s.insert("person", [{"person_id": "P1"}])
+    s.insert(
+        "encounter",
+        [
+            {
+                "source": "his",
+                "key": "e1",
+                "patient_key": "h1",
+                "encounter_class": "outpatient",
+                "start": at(2026, 10, 1),
+            }
+        ],
+    )
+    b.close()
+    runner = CliRunner()
+    listed = orjson.loads(runner.invoke(app, ["traits", "list", "--json"]).stdout)
+    assert {t["name"] for t in listed["traits"] if t["history"]} == {"stage_5a"}
+    r = runner.invoke(app, ["traits", "compute", "--as-of", "2026-08-02", "--history-only", "--json"])
+    assert r.exit_code == 0, r.output
+    out = orjson.loads(r.stdout)
+    assert out["current"] is False and out["history"] == {"stage_5a": 1} and out["segments"] == {}
+    r = runner.invoke(app, ["traits", "compute", "--as-of", "2026-10-31", "--history-only"])
+    assert r.exit_code == 0 and "current values untouched" in r.output
+    r = runner.invoke(app, ["traits", "compute", "--history-only", "--trait", "visits_90d"])
+    assert r.exit_code == 2 and "history: true" in r.output
+    b = connect(os.environ["CARELOOP_DATABASE_URL"])
+    s = b.workspace("default")
+    assert s.count("trait_value") == 0  # history-only never writes current values
+    assert s.tuples("SELECT as_of, value_text FROM trait_history ORDER BY as_of") == [
+        (date(2026, 8, 2), "O"),  # the only visit (10-01) is after that day: known, no history yet
+        (date(2026, 10, 31), "Act"),
+    ]
+    b.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json as jsonlib
 import shutil
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,9 @@ from careloop.config import get_settings
 from careloop.errors import ConfigError
 
 DEFAULT_PATIENTS = 10_000
+#: the demo records a trait snapshot (5A stage) this many days before its last day, so the console's
+#: 5A flows compare two days out of the box (the default 90-day period starts the day after it)
+HISTORY_DAYS_BACK = 90
 
 
 def prepare_data(out: Path, patients: int, seed: int, as_of: date, quiet: bool) -> dict[str, Any]:
@@ -61,8 +64,10 @@ def resolve_identity(workspace: str, quiet: bool) -> dict[str, Any]:
 
 
 def build_profiles(workspace: str, as_of: date, quiet: bool) -> dict[str, Any]:
-    """Traits, tags, the seed personas as segments (members stored), a persona run (as of the last day of
-    the demo's history) and the example journeys, published (the server's worker runs them)."""
+    """A snapshot of the traits with history (5A stage) `HISTORY_DAYS_BACK` days before the last day
+    (history only: those traits and what they read, as of that day), then traits, tags, the seed personas
+    as segments (members stored), a persona run (as of the last day of the demo's history) and the
+    example journeys, published (the server's worker runs them)."""
     from careloop.cli._context import open_backend
     from careloop.journeys.examples import install_examples
     from careloop.profiles.personas import build_personas, seed_personas
@@ -73,6 +78,8 @@ def build_profiles(workspace: str, as_of: date, quiet: bool) -> dict[str, Any]:
         console.print("computing traits, tags, seed-persona segments and personas ...")
     with open_backend() as backend:
         store = backend.workspace(workspace)
+        past = as_of - timedelta(days=HISTORY_DAYS_BACK)
+        snapshot = compute_traits(store, as_of=past, clock=backend.clock, current=False)
         traits = compute_traits(store, as_of=as_of, clock=backend.clock)
         tags = apply_tags(store, as_of=as_of, clock=backend.clock)
         seeds = seed_personas(store, refresh=True, as_of=as_of, clock=backend.clock)
@@ -80,6 +87,7 @@ def build_profiles(workspace: str, as_of: date, quiet: bool) -> dict[str, Any]:
         journeys = install_examples(store, publish=True, clock=backend.clock)
     return {
         "traits": traits.values,
+        "history": {past.isoformat(): snapshot.history, as_of.isoformat(): traits.history},
         "tagged": tags.tagged,
         "segments": {s["name"]: s["members"] for s in seeds},
         "personas": run.k,
@@ -210,7 +218,9 @@ def register(app: typer.Typer) -> None:
             )
             console.print(
                 f"profiles: {profiles['traits']:,} trait values, {profiles['tagged']:,} persons tagged, "
-                f"{profiles['personas']} personas; seed segments "
+                f"{profiles['personas']} personas; trait snapshots (5A flows) of "
+                + " and ".join(profiles["history"])
+                + "; seed segments "
                 + ", ".join(f"{n} {m:,}" for n, m in profiles["segments"].items())
                 + ". Try: careloop persona show, careloop segment list"
             )

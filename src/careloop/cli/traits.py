@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
             return
         print_table(
             f"traits (definitions version {ts.version})",
-            ["trait", "computed as", "window", "description"],
+            ["trait", "computed as", "window", "history", "description"],
             [
                 (
                     d["name"],
@@ -43,6 +43,7 @@ def register(app: typer.Typer) -> None:
                     or f"{d['aggregate']}({d['of'] or '*'}) of {d['source']}"
                     + (f" where {d['where']}" if d["where"] else ""),
                     f"{d['window_days']} d" if d["window_days"] else "all",
+                    "✓" if d["history"] else "",
                     d["description"],
                 )
                 for d in rows
@@ -58,11 +59,19 @@ def register(app: typer.Typer) -> None:
         segments: bool = typer.Option(
             True, "--refresh-segments/--no-refresh-segments", help="re-evaluate the segments that use them"
         ),
+        history_only: bool = typer.Option(
+            False,
+            "--history-only",
+            help="only record the snapshot of the as-of day (e.g. a past day) of the traits declared with "
+            "`history: true`, computing what they read as of that day; current values are not touched",
+        ),
         workspace: str | None = WorkspaceOpt,
         json: bool = JsonOpt,
     ) -> None:
         """Compute traits for every person (run after ingestion and `careloop identity resolve`), then
-        re-evaluate the segments that use them (entries and exits logged with cause `traits`)."""
+        re-evaluate the segments that use them (entries and exits logged with cause `traits`). Traits
+        declared with `history: true` also keep a snapshot per as-of day (trait_history); with
+        --history-only, only that snapshot is written."""
         from careloop.profiles.segments import refresh_all, segments_using
         from careloop.profiles.traits import compute_traits, load_traits
 
@@ -73,7 +82,9 @@ def register(app: typer.Typer) -> None:
         ts = load_traits(definitions)
         with open_backend() as backend:
             store = backend.workspace(workspace_name(workspace))
-            summary = compute_traits(store, ts, as_of=day, only=only, clock=backend.clock)
+            summary = compute_traits(
+                store, ts, as_of=day, only=only, clock=backend.clock, current=not history_only
+            )
             refreshed = (
                 refresh_all(
                     store,
@@ -82,11 +93,23 @@ def register(app: typer.Typer) -> None:
                     clock=backend.clock,
                     cause="traits",
                 )
-                if segments
+                if segments and not history_only
                 else {}
             )
         if json:
             print_json({**summary.as_dict(), "segments": refreshed})
+            return
+        if history_only:
+            print_table(
+                f"trait history as of {summary.as_of:%Y-%m-%d} ({summary.seconds} s)",
+                ["trait", "snapshot rows"],
+                [(k, f"{v:,}") for k, v in summary.history.items()],
+            )
+            others = [k for k in summary.per_trait if k not in summary.history]
+            console.print(
+                f"{summary.values:,} snapshot rows for {summary.persons:,} persons; current values untouched"
+                + (f"; computed as of that day, not stored: {', '.join(others)}" if others else "")
+            )
             return
         print_table(
             f"traits as of {summary.as_of:%Y-%m-%d} ({summary.seconds} s)",
@@ -94,6 +117,10 @@ def register(app: typer.Typer) -> None:
             [(k, f"{v:,}") for k, v in summary.per_trait.items()],
         )
         console.print(f"{summary.values:,} values for {summary.persons:,} persons")
+        if summary.history:
+            console.print(
+                "history kept (trait_history): " + ", ".join(f"{k} {v:,}" for k, v in summary.history.items())
+            )
         for n, o in refreshed.items():
             console.print(
                 f"segment {n}: {o['members']:,} members ({o['entered']:,} entered, {o['left']:,} left)"

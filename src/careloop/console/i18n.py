@@ -114,6 +114,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "(treated rate − holdout rate) × treated messages",
     ),
     "kpi.cost": ("活动成本", "Campaign cost"),
+    "kpi.cac": ("获客成本 CAC", "Acquisition cost (CAC)"),
+    "kpi.cac_detail": (
+        "全部活动成本 ÷ 新患者（活动开始前无就诊、取药或问诊的转化者）{acquired} 人",
+        "all campaign cost ÷ {acquired} new patients (converted, no visit, fill or consultation before the campaign)",
+    ),
     "kpi.entries": ("进入人次", "Entries"),
     "kpi.treated": ("实验组", "Treated"),
     "kpi.holdout": ("对照组", "Holdout"),
@@ -163,6 +168,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "empty.no_sends": ("本期旅程没有发送记录。", "No journey sends in this period."),
     "empty.no_blocks": ("本期没有被拦截的发送。", "No blocked sends in this period."),
     "empty.no_campaigns": ("本期没有营销活动。", "No campaigns in this period."),
+    "empty.no_acquisition": (
+        "本期活动没有带来新患者（转化者在活动开始前都已就诊、取药或问诊），或没有记录成本。",
+        "The period's campaigns brought no new patients (every converted person had a visit, fill or "
+        "consultation before the campaign), or record no cost.",
+    ),
     "empty.no_journeys": (
         "还没有旅程：careloop journey examples --install --publish。",
         "No journeys yet: careloop journey examples --install --publish.",
@@ -179,6 +189,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "empty.no_5a": (
         "没有 5A 阶段数据：运行 careloop traits compute。",
         "No 5A stages: run careloop traits compute.",
+    ),
+    "empty.no_5a_history": (
+        "没有可比较的 5A 历史快照：运行 careloop traits compute --as-of DAY --history-only 记录某一天（如本期首日）的阶段快照。",
+        "No 5A snapshots to compare: run careloop traits compute --as-of DAY --history-only to record the stages of a day (e.g. the period's first day).",
     ),
     "empty.no_cohorts": ("近12个月没有新患者队列。", "No new-patient cohorts in the last 12 months."),
     "empty.no_dropoff": (
@@ -198,6 +212,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "chart.campaign_rates": ("各活动转化率：实验组 vs 对照组", "Conversion per campaign: treated vs holdout"),
     "chart.funnel": ("转化漏斗", "Funnel"),
     "chart.stages_5a": ("5A 阶段分布", "5A stages"),
+    "chart.flows_5a": ("5A 阶段流转（期初 → 期末）", "5A stage flows (start → end)"),
     "chart.retention": ("队列留存热力图", "Cohort retention"),
     "chart.segment_sizes": ("各分组人数", "Segment sizes"),
     "chart.journey_graph": ("旅程流程图", "Journey graph"),
@@ -211,6 +226,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "section.campaigns": ("营销活动（导入的CRM历史）", "Campaigns (ingested CRM history)"),
     "section.funnel": ("从首次触达到复购", "From first touch to refill"),
     "section.stages_5a": ("5A 阶段", "5A stages"),
+    "section.flows_5a": ("5A 阶段流转", "Flows between 5A stages"),
     "section.retention": ("队列留存", "Cohort retention"),
     "section.drop_off": ("旅程流失点", "Journey drop-off"),
     "section.segments": ("全部分组", "All segments"),
@@ -242,8 +258,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Sends, blocks, deliveries, clicks and conversions per channel, journey and campaign; uplift against the holdout, with 95% intervals.",
     ),
     "intro.journey_analysis": (
-        "患者从首次触达到预约、就诊、随访、复购的转化，5A 阶段分布，以及按首次活动月份的队列留存。",
-        "How patients move from first touch to booking, visit, follow-up and refill; the 5A stages; retention by month of first activity.",
+        "患者从首次触达到预约、就诊、随访、复购的转化，5A 阶段分布与阶段间流转，以及按首次活动月份的队列留存。",
+        "How patients move from first touch to booking, visit, follow-up and refill; the 5A stages and the flows between them; retention by month of first activity.",
     ),
     "intro.patients": (
         "输入患者ID（或来源:记录号）查看患者360；显示内容按您的角色脱敏，每次查看均记入审计。",
@@ -294,9 +310,28 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "A stage counts patients who did that step and every earlier one in the period (order inside the period not checked); 'did this step' ignores the earlier steps.",
     ),
     "note.stages_5a": (
-        "5A 阶段（Kotler）取自特征 stage_5a；careloop 只保存最新值，阶段间流转需要历史快照，暂不提供。",
-        "5A stages (Kotler) from the stage_5a trait; careloop keeps only the latest value, so flows between stages are not available.",
+        "5A 阶段（Kotler）取自特征 stage_5a 的当前值（截至特征计算日）；阶段间流转见下一节，来自按日保存的快照。",
+        "5A stages (Kotler) from the current values of the stage_5a trait (as of the traits' day); flows between stages, from the dated snapshots, are in the next section.",
     ),
+    "note.flows_5a": (
+        "每位患者取本期首日及之前最近一次、末日及之前最近一次 stage_5a 快照（trait_history）比较，两次都有且后者更晚才计入。行：期初阶段；列：期末阶段。升降按 5A 顺序 O → Aware → Appeal → Ask → Act → Advocate。",
+        "Per patient, the latest stage_5a snapshot (trait_history) on or before the period's first day against the latest on or before its last day; counted when both exist and the second is later. Rows: stage at the start; columns: stage at the end. Up and down follow the 5A order O → Aware → Appeal → Ask → Act → Advocate.",
+    ),
+    "flows.compared": (
+        "比较 {before} 与 {after} 的快照：{n} 名患者。",
+        "Comparing the snapshots of {before} and {after}: {n} patients.",
+    ),
+    "flows.new": (
+        "另有 {n} 名患者首日时尚无快照，未计入。",
+        " {n} more patients have no snapshot by the first day and are not counted.",
+    ),
+    "flows.none": (
+        "需要两次 5A 快照：本期首日 {start} 及之前一次，末日 {end} 及之前更晚的一次（已保存的快照日：{days}）。记录首日快照：careloop traits compute --as-of {start} --history-only",
+        "Flows need two 5A snapshots: one on or before the period's first day, {start}, and a later one on or before its last day, {end} (snapshots stored: {days}). Record the first day's: careloop traits compute --as-of {start} --history-only",
+    ),
+    "flows.no_snapshots": ("无", "none"),
+    "flows.start": ("期初", "start"),
+    "flows.end": ("期末", "end"),
     "note.cohorts": (
         "按首次活动（就诊、购药、问诊、预约、事件）月份分队列；+k 为之后第k个月仍活跃的比例。",
         "Cohorts by month of first activity (visit, fill, consultation, booking, event); +k is the share active k months later.",
@@ -322,6 +357,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "table.crm_blocks": ("活动消息未发送原因（本期）", "Campaign messages not sent, by reason (period)"),
     "table.funnel": ("漏斗", "Funnel"),
     "table.stages_5a": ("5A 阶段", "5A stages"),
+    "table.flows_5a": (
+        "5A 阶段转移矩阵（行：期初，列：期末）",
+        "5A transition matrix (rows: start, columns: end)",
+    ),
+    "table.moves_5a": ("阶段上升、不变、下降", "Moved up, stayed, moved down"),
     "table.cohorts": ("队列留存", "Cohort retention"),
     "table.drop_off": ("未达成目标而结束的旅程", "Journey entries ended without their goal"),
     "table.segments": ("分组", "Segments"),
@@ -380,6 +420,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "col.cost": ("成本", "Cost"),
     "col.value": ("转化价值", "Conversion value"),
     "col.cost_per_conversion": ("单次转化成本", "Cost per conversion"),
+    "col.cost_per_incremental": ("单次增量转化成本", "Cost per incremental conversion"),
+    "col.acquired": ("新患者", "New patients"),
+    "col.cac": ("获客成本", "CAC"),
     "col.roi": ("ROI", "ROI"),
     "col.message_cost": ("消息费用", "Message cost"),
     "col.stage": ("阶段", "Stage"),
@@ -388,6 +431,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "col.drop_off": ("流失", "Drop-off"),
     "col.did_step": ("完成该步骤", "Did this step"),
     "col.share": ("占比", "Share"),
+    "col.from_stage": ("期初阶段", "Stage at start"),
+    "col.total": ("合计", "Total"),
+    "col.move": ("阶段变化", "Change of stage"),
     "col.cohort": ("队列", "Cohort"),
     "col.size": ("人数", "Size"),
     "col.months_after": ("之后月数", "Months after"),
@@ -622,6 +668,11 @@ LABELS: dict[str, dict[str, tuple[str, str]]] = {
         "Ask": ("询问 Ask", "Ask"),
         "Act": ("行动 Act", "Act"),
         "Advocate": ("拥护 Advocate", "Advocate"),
+    },
+    "move5a": {
+        "up": ("上升", "moved up"),
+        "same": ("不变", "stayed"),
+        "down": ("下降", "moved down"),
     },
     "exit": {
         "goal": ("达成目标", "goal"),

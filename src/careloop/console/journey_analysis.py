@@ -7,8 +7,11 @@ retention and where journeys lose patients.
   follow-up consultation) → refill (a fill of a drug class the person had filled before). A person counts
   at a stage when they did that step *and every step before it* in the period (the order inside the
   period is not checked); each step's own count is shown beside it.
-- **5A stages**: the ``stage_5a`` trait (docs/traits.md) as of its day. careloop keeps the latest value
-  of a trait only, so flows between stages over time are not available.
+- **5A stages**: the ``stage_5a`` trait (docs/traits.md) as of its day.
+- **5A flows**: from the trait's dated snapshots (``trait_history``; the trait is declared with
+  ``history: true``): per person, the latest snapshot on or before the period's first day and the latest
+  on or before its last day; a person counts when both exist and the second is later. A transition matrix,
+  and the share that moved up, stayed or moved down in the 5A order.
 - **Cohort retention**: persons by the calendar month of their first activity ever (visit, fill, online
   consultation, booking, event); for each later month, the share of the cohort active in it.
 - **Drop-off**: journey entries that ended without their goal, by the node they ended on.
@@ -24,6 +27,7 @@ from careloop.storage import WorkspaceStore
 
 STAGES = ("touched", "booked", "attended", "follow_up", "refill")
 STAGES_5A = ("O", "Aware", "Appeal", "Ask", "Act", "Advocate")
+TRAIT_5A = "stage_5a"
 
 
 def funnel(store: WorkspaceStore, p: Period) -> list[dict[str, Any]]:
@@ -118,6 +122,68 @@ def stages_5a(store: WorkspaceStore) -> dict[str, Any]:
             {"stage": s, "persons": int(rows.get(s, 0)), "share": sql.ratio(rows.get(s, 0), total)}
             for s in order
         ],
+    }
+
+
+def flows_5a(store: WorkspaceStore, p: Period) -> dict[str, Any]:
+    """Flows between 5A stages over the period from the stored snapshots (``trait_history``), in one
+    grouped statement: per person the latest snapshot on or before the first day of the period (``fd``)
+    and the latest on or before its last day (``td``); persons with both, the second later, count —
+    those with only a snapshot after the first day are counted apart (``new``). When nothing can be
+    compared, the days that are stored (latest first, at most 6), to say what to record."""
+    dialect = store.backend.dialect.name
+    before = sql.latest("value_text", "as_of", dialect, "as_of <= :a")
+    after = sql.latest("value_text", "as_of", dialect)
+    rows = store.tuples(
+        "SELECT fv, tv, count(*), min(fd), max(fd), min(td), max(td) FROM ("
+        f"SELECT person_id, max(as_of) FILTER (WHERE as_of <= :a) AS fd, max(as_of) AS td, "
+        f"{before} AS fv, {after} AS tv FROM trait_history "
+        "WHERE trait = :t AND key = '' AND as_of <= :b GROUP BY person_id) s "
+        "WHERE fd IS NULL OR td > fd GROUP BY fv, tv",
+        {"a": p.start, "b": p.end, "t": TRAIT_5A},
+    )
+    matrix: dict[tuple[str, str], int] = {}
+    new = 0
+    days: list[Any] = []
+    for fv, tv, n, fd0, fd1, td0, td1 in rows:
+        if fd0 is None:
+            new += int(n)
+            continue
+        matrix[(str(fv), str(tv))] = matrix.get((str(fv), str(tv)), 0) + int(n)
+        days.append((fd0, fd1, td0, td1))
+    seen = {s for pair in matrix for s in pair}
+    order = list(STAGES_5A) + sorted(seen - set(STAGES_5A))
+    rank = {s: i for i, s in enumerate(order)}
+    persons = sum(matrix.values())
+    up = sum(n for (f, t), n in matrix.items() if rank[t] > rank[f])
+    down = sum(n for (f, t), n in matrix.items() if rank[t] < rank[f])
+    stored: list[Any] = []
+    if not persons:
+        stored = [
+            d
+            for (d,) in store.tuples(
+                "SELECT as_of FROM trait_history WHERE trait = :t AND key = '' "
+                "GROUP BY as_of ORDER BY as_of DESC LIMIT 6",
+                {"t": TRAIT_5A},
+            )
+        ]
+    return {
+        "persons": persons,
+        "new": new,
+        "stages": order,
+        "matrix": matrix,
+        "from_days": (min(d[0] for d in days), max(d[1] for d in days)) if days else None,
+        "to_days": (min(d[2] for d in days), max(d[3] for d in days)) if days else None,
+        "moves": [
+            {"move": "up", "persons": up, "share": sql.ratio(up, persons)},
+            {
+                "move": "same",
+                "persons": persons - up - down,
+                "share": sql.ratio(persons - up - down, persons),
+            },
+            {"move": "down", "persons": down, "share": sql.ratio(down, persons)},
+        ],
+        "stored_days": stored,
     }
 
 

@@ -10,6 +10,10 @@ history (CRM: campaigns, messages, touches) achieved — per channel, per journe
   the campaign's cost. Conversion rates are per message, treated vs holdout; the uplift and its interval
   use the same normal approximation as journey stats. ROI is last-touch attributed; the incremental
   conversions (uplift × treated messages) are shown beside it.
+- Acquisition: a campaign **acquired** a patient when a treated message converted a person with no visit,
+  fill or online consultation before the campaign started (a new patient, not a returning one). **CAC** =
+  cost / acquired patients; **cost per incremental conversion** = cost / incremental conversions (what the
+  campaign caused, by the holdout).
 """
 
 from __future__ import annotations
@@ -163,6 +167,7 @@ def campaigns(
         "ORDER BY c.start, c.key",
         {"lo": lo, "hi": hi},
     )
+    acquired = _acquired(store, when, lo, hi)
     out = []
     for key, name, objective, channel, start, end, budget, cost, *counts, value, optouts in rows:
         treated, holdout, blocked, delivered, opened, clicked, conv_t, conv_h = (int(v or 0) for v in counts)
@@ -191,10 +196,45 @@ def campaigns(
                 "incremental": up["uplift"] * treated if up["uplift"] is not None else None,
                 "value_treated": value_f,
                 "cost_per_conversion": cost_f / conv_t if cost_f is not None and conv_t else None,
+                "acquired": acquired.get(key, 0),
+                "cac": cost_f / acquired[key] if cost_f is not None and acquired.get(key) else None,
+                "cost_per_incremental": (
+                    cost_f / (up["uplift"] * treated)
+                    if cost_f is not None and up["uplift"] is not None and up["uplift"] > 0 and treated
+                    else None
+                ),
                 "roi": (value_f - cost_f) / cost_f if value_f is not None and cost_f else None,
             }
         )
     return out
+
+
+#: every visit, fill and online consultation, by record key: the care that makes someone a patient
+_CARE = " UNION ALL ".join(
+    f'SELECT source, patient_key, "{col}" AS at FROM {table}'
+    for table, col in (("encounter", "start"), ("dispense", "dispensed_at"), ("consultation", "started_at"))
+)
+
+
+def _acquired(store: WorkspaceStore, when: str, lo: datetime, hi: datetime) -> dict[str, int]:
+    """Per campaign, the persons a treated message converted who had no visit, fill or online
+    consultation before the campaign started (new patients). The records are read only for the
+    converted persons' keys."""
+    rows = store.tuples(
+        "WITH conv AS (SELECT DISTINCT c.key AS campaign, c.start AS start, l.person_id AS pid FROM touch x "
+        "JOIN campaign c ON c.source = x.source AND c.key = x.campaign_key "
+        "JOIN message m ON m.source = x.source AND m.key = x.message_key "
+        "JOIN identity_link l ON l.source = x.source AND l.patient_key = x.patient_key "
+        f"WHERE x.touch_type = 'converted' AND NOT m.is_holdout AND {when}), "
+        "keys AS (SELECT l.source, l.patient_key, l.person_id AS pid FROM identity_link l "
+        "WHERE l.person_id IN (SELECT pid FROM conv)), "
+        f"firsts AS (SELECT k.pid, min(r.at) AS first_at FROM keys k JOIN ({_CARE}) r "
+        "ON r.source = k.source AND r.patient_key = k.patient_key GROUP BY k.pid) "
+        "SELECT conv.campaign, count(*) FROM conv LEFT JOIN firsts f ON f.pid = conv.pid "
+        "WHERE f.first_at IS NULL OR f.first_at >= conv.start GROUP BY conv.campaign",
+        {"lo": lo, "hi": hi},
+    )
+    return {key: int(n) for key, n in rows}
 
 
 def crm_channels(store: WorkspaceStore, lo: datetime, hi: datetime) -> list[dict[str, Any]]:

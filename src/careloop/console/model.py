@@ -75,6 +75,7 @@ class Section:
     charts: list[str] = field(default_factory=list)
     tables: list[str] = field(default_factory=list)
     note: str | None = None  # i18n key
+    detail: str | None = None  # text computed for this request (already translated), under the note
 
 
 @dataclass

@@ -250,6 +250,8 @@ def marketing(ctx: Ctx) -> Page:
     sent = sum(r["sent"] for r in channels)
     valued = [c for c in camps if c["value_treated"] is not None and c["cost"]]
     cost_v = sum(c["cost"] for c in valued)
+    # blended CAC: all the period's campaign cost over all the new patients they brought
+    acquired, cost_a = sum(c["acquired"] for c in camps), sum(c["cost"] or 0.0 for c in camps)
     page.kpis = [
         Kpi("kpi.journey_sends", sent, "int", compare=False, empty="empty.no_sends"),
         Kpi("kpi.journey_blocked", sum(r["blocked"] for r in channels), "int", compare=False, better="down"),
@@ -270,6 +272,14 @@ def marketing(ctx: Ctx) -> Page:
             "money",
             compare=False,
             empty="empty.no_campaigns",
+        ),
+        Kpi(
+            "kpi.cac",
+            cost_a / acquired if acquired else None,
+            "money",
+            compare=False,
+            detail=t("kpi.cac_detail").format(acquired=f"{acquired:,}"),
+            empty="empty.no_acquisition",
         ),
         Kpi(
             "kpi.roi",
@@ -395,6 +405,9 @@ def marketing(ctx: Ctx) -> Page:
                 Col("cost", "col.cost", "money"),
                 Col("value_treated", "col.value", "money"),
                 Col("cost_per_conversion", "col.cost_per_conversion", "money"),
+                Col("cost_per_incremental", "col.cost_per_incremental", "money"),
+                Col("acquired", "col.acquired", "int"),
+                Col("cac", "col.cac", "money"),
                 Col("roi", "col.roi", "pct"),
             ],
             camps,
@@ -437,9 +450,11 @@ def journey_analysis(ctx: Ctx) -> Page:
     p, t = ctx.period, ctx.t
     funnel = ja.funnel(ctx.store, p)
     five = ja.stages_5a(ctx.store)
+    flows = ja.flows_5a(ctx.store, p)
     coh = ja.cohorts(ctx.store, p)
     drops = ja.drop_off(ctx.store)
-    page = Page(extra={"funnel": funnel, "stages_5a": five, "cohorts": coh})
+    page = Page(extra={"funnel": funnel, "stages_5a": five, "flows_5a": flows, "cohorts": coh})
+    page.extra["flows_5a_detail"] = _flows_detail(ctx, flows)
     for r in funnel:
         r["label"] = ctx.label("stage", r["stage"])
     heat = [
@@ -487,6 +502,13 @@ def journey_analysis(ctx: Ctx) -> Page:
                 ],
             ),
             empty=None if five["total"] else "empty.no_5a",
+        ),
+        Chart(
+            "flows_5a",
+            "chart.flows_5a",
+            _sankey(ctx, flows),
+            height=360,
+            empty=None if flows["persons"] else "empty.no_5a_history",
         ),
         Chart(
             "retention",
@@ -554,6 +576,36 @@ def journey_analysis(ctx: Ctx) -> Page:
             note="note.stages_5a",
         ),
         DataTable(
+            "flows_5a",
+            "table.flows_5a",
+            [Col("from", "col.from_stage", translate="stage5a")]
+            + [Col(f"to_{s}", ctx.label("stage5a", s), "int", literal=True) for s in flows["stages"]]
+            + [Col("total", "col.total", "int")],
+            [
+                {
+                    "from": f,
+                    **{f"to_{s}": flows["matrix"].get((f, s), 0) for s in flows["stages"]},
+                    "total": sum(flows["matrix"].get((f, s), 0) for s in flows["stages"]),
+                }
+                for f in flows["stages"]
+            ]
+            if flows["persons"]
+            else [],
+            empty="empty.no_5a_history",
+            note="note.flows_5a",
+        ),
+        DataTable(
+            "moves_5a",
+            "table.moves_5a",
+            [
+                Col("move", "col.move", translate="move5a"),
+                Col("persons", "col.persons", "int"),
+                Col("share", "col.share", "pct"),
+            ],
+            flows["moves"] if flows["persons"] else [],
+            empty="empty.no_5a_history",
+        ),
+        DataTable(
             "cohorts",
             "table.cohorts",
             [Col("cohort", "col.cohort"), Col("size", "col.size", "int")]
@@ -587,6 +639,71 @@ def journey_analysis(ctx: Ctx) -> Page:
         ),
     )
     return page
+
+
+def _days(pair: tuple[Any, Any]) -> str:
+    lo, hi = pair
+    return lo.isoformat() if lo == hi else f"{lo.isoformat()} – {hi.isoformat()}"
+
+
+def _flows_detail(ctx: Ctx, flows: dict[str, Any]) -> str:
+    """Which snapshots the flows compare (or, without two, what to record), in the request's language."""
+    t, p = ctx.t, ctx.period
+    if not flows["persons"]:
+        stored = ", ".join(d.isoformat() for d in flows["stored_days"]) or t("flows.no_snapshots")
+        return t("flows.none").format(start=p.start.isoformat(), end=p.end.isoformat(), days=stored)
+    text = t("flows.compared").format(
+        before=_days(flows["from_days"]), after=_days(flows["to_days"]), n=f"{flows['persons']:,}"
+    )
+    return text + (t("flows.new").format(n=f"{flows['new']:,}") if flows["new"] else "")
+
+
+def _sankey(ctx: Ctx, flows: dict[str, Any]) -> dict[str, Any]:
+    """An ECharts sankey: the stages at the start on the left, at the end on the right (5A order kept)."""
+    order, matrix = flows["stages"], flows["matrix"]
+    start, end = ctx.t("flows.start"), ctx.t("flows.end")
+
+    def node(stage: str, side: str) -> str:
+        return f"{ctx.label('stage5a', stage)} · {side}"
+
+    nodes = [
+        {
+            "name": node(s, side),
+            "itemStyle": {"color": PALETTE[i % len(PALETTE)]},
+            "label": {"position": where},  # labels inside the chart on both sides
+        }
+        for side, where, present in (
+            (start, "right", {f for (f, _), n in matrix.items() if n}),
+            (end, "left", {x for (_, x), n in matrix.items() if n}),
+        )
+        for i, s in enumerate(order)
+        if s in present
+    ]
+    links = [
+        {"source": node(f, start), "target": node(x, end), "value": matrix[(f, x)]}
+        for f in order
+        for x in order
+        if matrix.get((f, x))
+    ]
+    return {
+        "tooltip": {"trigger": "item"},
+        "series": [
+            {
+                "type": "sankey",
+                "left": 8,
+                "right": 8,
+                "top": 8,
+                "bottom": 8,
+                "layoutIterations": 0,
+                "nodeGap": 10,
+                "emphasis": {"focus": "adjacency"},
+                "lineStyle": {"color": "gradient", "opacity": 0.35},
+                "label": {"fontSize": 11},
+                "data": nodes,
+                "links": links,
+            }
+        ],
+    }
 
 
 # ---- patient 360 ---------------------------------------------------------------------------------

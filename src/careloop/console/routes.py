@@ -366,6 +366,12 @@ def journey_analysis(
     sections = [
         Section("section.funnel", ["funnel"], ["funnel"]),
         Section("section.stages_5a", ["stages_5a"], ["stages_5a"]),
+        Section(
+            "section.flows_5a",
+            ["flows_5a"],
+            ["flows_5a", "moves_5a"],
+            detail=page.extra["flows_5a_detail"],
+        ),
         Section("section.retention", ["retention"], ["cohorts"]),
         Section("section.drop_off", [], ["drop_off"]),
     ]
@@ -588,6 +594,21 @@ async def segment_preview(request: Request, session: Session = Depends(GUARDS["s
     return render(request, "_segment_preview.html", ctx, "segments", result=_preview(ctx, form))
 
 
+def _audit_read(ctx: Ctx, what: str, kind: str, target: str) -> None:
+    """Record a console read of person-level data beyond the 360 (a segment explanation for a person,
+    a quarantined row's original values)."""
+    p = ctx.principal
+    audit_event(
+        ctx.store,
+        actor=f"console:{p.actor}",
+        role=p.role.name,
+        action="read.patient" if kind == "person" else "read.list",
+        target_kind=kind,
+        target_id=target,
+        detail={"via": "console", "what": what},
+    )
+
+
 @router.get("/console/segments/{name}")
 def segment(
     request: Request,
@@ -604,6 +625,7 @@ def segment(
     if person.strip():
         decide(request, session, "segments:members")
         explanation = seg.explain(ctx.store, definition, person.strip(), as_of=ctx.data_date, clock=ctx.clock)
+        _audit_read(ctx, f"explain:{name}", "person", person.strip())
     return render(
         request,
         "segment.html",
@@ -686,6 +708,8 @@ def quarantine_row(
 ) -> HTMLResponse:
     ctx = make_ctx(request, session)
     row = pages.quarantine_row(ctx, qid)
+    if row.get("raw") is not None:  # a rejected record's original values are shown (masked by the role)
+        _audit_read(ctx, "quarantine", "quarantine", qid)
     raw = (
         orjson.dumps(row["raw"], option=orjson.OPT_INDENT_2).decode() if row.get("raw") is not None else None
     )

@@ -111,13 +111,15 @@ def bucket(column: str, boundaries: Sequence[datetime], prefix: str) -> tuple[st
     return f"CASE WHEN {column} < :{prefix}0 THEN -1 {whens} ELSE NULL END", params
 
 
-def latest(value: str, at: str, dialect: str) -> str:
+def latest(value: str, at: str, dialect: str, where: str | None = None) -> str:
     """The aggregate `value` of the row with the greatest `at` in a group — written per engine, as the
     segment compiler writes conditions: DuckDB's ``arg_max`` (a single hash aggregate, ~8x faster than a
-    window) and PostgreSQL's ordered ``array_agg`` (index 0 in the neutral dialect is element 1)."""
+    window) and PostgreSQL's ordered ``array_agg`` (index 0 in the neutral dialect is element 1). With
+    `where`, only the group's rows where it holds count (an aggregate ``FILTER``)."""
+    only = f" FILTER (WHERE {where})" if where else ""
     if dialect == "duckdb":
-        return f"arg_max({value}, {at})"
-    return f"(ARRAY_AGG({value} ORDER BY {at} DESC))[0]"
+        return f"arg_max({value}, {at}){only}"
+    return f"(ARRAY_AGG({value} ORDER BY {at} DESC){only})[0]"
 
 
 def num(value: Any) -> float | None:

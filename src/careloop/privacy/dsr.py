@@ -494,7 +494,8 @@ def build_export(
         "about": (
             "Everything careloop holds about you: your unified record (person), every source record "
             "(patient, encounters, prescriptions, ...), events, traits, tags, segments, personas, journeys, "
-            "messages, consents, tasks and model scores (trait_value). processing_log lists who processed "
+            "messages, consents, tasks, model scores (trait_value) and dated trait snapshots (trait_history). "
+            "processing_log lists who processed "
             "your data and why (the audit log)."
         ),
         "counts": {t: len(rows) for t, rows in data.items()},

@@ -137,8 +137,11 @@ def purge(
         oldest = store.scalar(f"SELECT min({c}) FROM {t} WHERE {c} < :cut", {"cut": line.cutoff})  # noqa: S608
         if isinstance(oldest, datetime) or oldest is None:
             start = oldest
-        else:  # a DATE column
-            start = datetime(oldest.year, oldest.month, oldest.day, tzinfo=line.cutoff.tzinfo)
+        else:  # a DATE column: the engine compares it as midnight in its session time zone, so start a
+            # day early (every zone's midnight of that day is later) or the oldest day would be missed
+            start = datetime(oldest.year, oldest.month, oldest.day, tzinfo=line.cutoff.tzinfo) - timedelta(
+                days=1
+            )
         deleted = 0
         while start is not None and start < line.cutoff:
             end = min(start + WINDOW, line.cutoff)

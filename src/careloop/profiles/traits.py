@@ -9,14 +9,17 @@ and `adherence` (PDC per drug class, with MPR, adherent flag and refill run-out 
 see `careloop.profiles.adherence`).
 
 Values land in `trait_value` (one row per person, trait and key), replacing the previous values of the
-traits computed.
+traits computed. A trait declared with ``history: true`` (text or number) also keeps a dated snapshot in
+`trait_history`: one row per person, trait and key for each local as-of day computed (recomputing a day
+replaces that day's rows). `compute_traits(..., current=False)` records a past day's snapshot without
+touching `trait_value`, computing the traits it reads as of that day too.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
@@ -64,6 +67,7 @@ class TraitDef:
     by: str | None = None  # a field of the entity: one value per distinct value of it (the trait's key)
     rules: tuple[tuple[str, Any], ...] = ()  # first_match: (value, condition) in order
     default: str | None = None  # first_match: the value when no rule holds
+    history: bool = False  # keep a dated snapshot per as-of day in trait_history (text and number only)
 
 
 @dataclass
@@ -122,6 +126,18 @@ def _sibling_names(defs: dict[str, TraitDef]) -> set[str]:
 
 
 def _check(name: str, spec: dict[str, Any], origin: str) -> TraitDef:
+    d = _check_spec(name, spec, origin)
+    history = spec.get("history", False)
+    if not isinstance(history, bool):
+        raise ConfigError(f"{origin}: trait {name!r}: `history` is true or false")
+    if history and d.type not in ("text", "number"):
+        raise ConfigError(
+            f"{origin}: trait {name!r}: `history` keeps text and number values only, not {d.type}"
+        )
+    return replace(d, history=True) if history else d
+
+
+def _check_spec(name: str, spec: dict[str, Any], origin: str) -> TraitDef:
     where = f"{origin}: trait {name!r}"
     if not name.replace("_", "").isalnum() or not name[0].isalpha():
         raise ConfigError(f"{where}: names are letters, digits and '_' and start with a letter")
@@ -186,10 +202,12 @@ def _check(name: str, spec: dict[str, Any], origin: str) -> TraitDef:
 class ComputeSummary:
     as_of: datetime
     traits: int
-    values: int
+    values: int  # rows stored in trait_value; in a history-only run, in trait_history
     persons: int
     seconds: float
-    per_trait: dict[str, int]
+    per_trait: dict[str, int]  # values computed per trait (in a history-only run, dependencies too)
+    history: dict[str, int] = field(default_factory=dict)  # snapshot rows written per trait with history
+    current: bool = True  # False: a history-only run, trait_value untouched
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -202,48 +220,126 @@ def compute_traits(
     as_of: date | None = None,
     only: list[str] | None = None,
     clock: Clock = SYSTEM_CLOCK,
+    current: bool = True,
 ) -> ComputeSummary:
-    """Compute the traits (all, or `only` these) for every person and replace their stored values."""
+    """Compute the traits (all, or `only` these) for every person and replace their stored values; the
+    traits declared with ``history: true`` also replace their snapshot of the as-of day in
+    `trait_history`, in the same transaction.
+
+    With `current=False` (``careloop traits compute --as-of DAY --history-only``) only snapshots are
+    written, e.g. of a past day: the traits with history (all, or those of `only`) are computed together
+    with every trait they read — all as of that day, the dependencies in memory only — and `trait_value`
+    is left as it is."""
     started = time.perf_counter()
     traitset = traitset or load_traits()
     names = only or list(traitset.traits)
     unknown = [n for n in names if n not in traitset.traits]
     if unknown:
         raise ConfigError(f"unknown trait(s) {', '.join(unknown)}; `careloop traits list` shows them")
+    if not current:
+        plain = [n for n in only or [] if not traitset.traits[n].history]
+        if plain:
+            raise ConfigError(
+                f"history-only computes traits declared with `history: true`; not {', '.join(plain)} "
+                "(docs/traits.md)"
+            )
+        names = [n for n in names if traitset.traits[n].history]
+        if not names:
+            raise ConfigError("no trait is declared with `history: true`: nothing to record (docs/traits.md)")
+    # traits that read other traits come after them; a history-only run computes what they read too
+    names = _in_order(traitset, names, dependencies=not current)
     tz = ZoneInfo(get_settings().timezone)  # days are the patients' local days
     day = as_of or clock.now().astimezone(tz).date()
     end = datetime.combine(day, dtime.max, tzinfo=tz)  # windows end on the as-of day, inclusive
     now = clock.now()
     per_trait: dict[str, int] = {}
-    rows: list[dict[str, Any]] = []
-    computed: dict[str, list[dict[str, Any]]] = {}
-    # a top_key trait reads another trait: compute that one first
-    names = sorted(names, key=lambda n: traitset.traits[n].builtin in _DERIVED)
+    computed: dict[str, list[dict[str, Any]]] = {}  # by definition
+    by_trait: dict[str, list[dict[str, Any]]] = {}  # by stored trait name (adherence siblings apart)
     for name in names:
         d = traitset.traits[name]
         if d.builtin == "top_key":
-            got = _top_key(store, d, computed.get(d.of or ""))
+            got = _top_key(store, d, by_trait.get(d.of or ""))
         elif d.builtin == "first_match":
-            got = _first_match_values(store, d, computed, day, tz)
+            got = _first_match_values(store, d, by_trait, day, tz)
         else:
             got = _builtin(store, d, day, tz) if d.builtin else _aggregate(store, d, end)
         computed[name] = got
         per_trait[name] = len(got)
+        for t in {name} | _siblings(traitset, [name]):
+            by_trait.setdefault(t, [])
         for r in got:
-            rows.append({**r, "computed_at": now, "as_of": end})
+            by_trait.setdefault(r["trait"], []).append(r)
+    kept = sorted(n for n in names if traitset.traits[n].history)
+    history = [
+        {
+            "person_id": r["person_id"],
+            "trait": r["trait"],
+            "key": r["key"],
+            "as_of": day,
+            "value_text": r["value_text"],
+            "value_num": r["value_num"],
+            "computed_at": now,
+        }
+        for n in kept
+        for r in computed[n]
+        if r["trait"] == n and (r["value_text"] is not None or r["value_num"] is not None)
+    ]
+    rows: list[dict[str, Any]] = (
+        [{**r, "computed_at": now, "as_of": end} for n in names for r in computed[n]] if current else []
+    )
     replaced = sorted({r["trait"] for r in rows} | set(names) | _siblings(traitset, names))
     with store.backend.transaction():
-        store.execute("DELETE FROM trait_value WHERE trait = ANY(:t)", {"t": replaced})
-        for start in range(0, len(rows), 200_000):
-            store.insert("trait_value", rows[start : start + 200_000])
+        if current:
+            store.execute("DELETE FROM trait_value WHERE trait = ANY(:t)", {"t": replaced})
+            for start in range(0, len(rows), 200_000):
+                store.insert("trait_value", rows[start : start + 200_000])
+        if kept:
+            store.execute(
+                "DELETE FROM trait_history WHERE trait = ANY(:t) AND as_of = :d", {"t": kept, "d": day}
+            )
+            for start in range(0, len(history), 200_000):
+                store.insert("trait_history", history[start : start + 200_000])
+    stored = rows if current else history
     return ComputeSummary(
         as_of=end,
         traits=len(names),
-        values=len(rows),
-        persons=len({r["person_id"] for r in rows}),
+        values=len(stored),
+        persons=len({r["person_id"] for r in stored}),
         seconds=round(time.perf_counter() - started, 3),
         per_trait=per_trait,
+        history={n: sum(1 for r in history if r["trait"] == n) for n in kept},
+        current=current,
     )
+
+
+def _reads(traitset: TraitSet, d: TraitDef) -> set[str]:
+    """The definitions `d` reads (an adherence sibling such as ``pdc_adherent`` is its trait's)."""
+    used = set().union(*(traits_used(c) for _, c in d.rules)) if d.rules else set()
+    if d.builtin == "top_key" and d.of:
+        used.add(d.of)
+    owner = {s: n for n in traitset.traits for s in _siblings(traitset, [n])}
+    return {owner.get(u, u) for u in used if owner.get(u, u) in traitset.traits}
+
+
+def _in_order(traitset: TraitSet, names: list[str], *, dependencies: bool) -> list[str]:
+    """`names` with every trait after the traits of the run it reads; with `dependencies`, plus every
+    trait they read, transitively."""
+    wanted = set(names)
+    out: list[str] = []
+    seen: set[str] = set()
+
+    def visit(n: str) -> None:
+        if n in seen:
+            return
+        seen.add(n)
+        for dep in sorted(_reads(traitset, traitset.traits[n])):
+            if dependencies or dep in wanted:
+                visit(dep)
+        out.append(n)
+
+    for n in sorted(names, key=lambda n: traitset.traits[n].builtin in _DERIVED):
+        visit(n)
+    return out
 
 
 def _siblings(traitset: TraitSet, names: list[str]) -> set[str]:
@@ -309,7 +405,8 @@ def _row(person: str, trait: str, key: str = "") -> dict[str, Any]:
 def _first_match_values(
     store: WorkspaceStore, d: TraitDef, computed: dict[str, list[dict[str, Any]]], day: date, tz: ZoneInfo
 ) -> list[dict[str, Any]]:
-    """Per person, the value of the first rule that holds (traits of this run, else as stored)."""
+    """Per person, the value of the first rule that holds (traits of this run — `computed`, by stored
+    trait name — else as stored)."""
     needed = set().union(*(traits_used(c) for _, c in d.rules))
     values: dict[str, dict[tuple[str, str], Any]] = defaultdict(dict)
     stored = needed - computed.keys()

@@ -406,6 +406,24 @@ PROFILE_TABLES: tuple[Table, ...] = (
         unique=("workspace_id", "person_id", "trait", "key"),
         indexes=(("workspace_id", "trait"),),
     ),
+    # snapshots of the traits declared with `history: true` (e.g. stage_5a), one per local as-of day:
+    # what flows between stages are computed from. Values are derived from visits, fills and diagnoses,
+    # so they are graded as health data.
+    Table(
+        "trait_history",
+        (
+            WORKSPACE,
+            _op("person_id", T, False),
+            _op("trait", T, False),
+            _op("key", T, False),
+            _op("as_of", DT, False),  # the patients' local day the snapshot describes
+            Column("value_text", T, data_class=DataClass.HEALTH.value, level=3),
+            Column("value_num", D, data_class=DataClass.HEALTH.value, level=3),
+            _op("computed_at", TS),
+        ),
+        unique=("workspace_id", "trait", "key", "as_of", "person_id"),
+        indexes=(("workspace_id", "person_id"),),
+    ),
     Table(
         "person_tag",
         (
