@@ -397,9 +397,11 @@ PROFILE_TABLES: tuple[Table, ...] = (
             _op("person_id", T, False),
             _op("trait", T, False),
             _op("key", T, False),
-            _op("value_num", D),
-            _op("value_text", T),
-            _op("value_time", TS),
+            # values are derived from visits, fills, diagnoses and adherence (conditions, current
+            # medications, PDC, 5A stage): health data, like their snapshots in trait_history
+            Column("value_num", D, data_class=DataClass.HEALTH.value, level=3),
+            Column("value_text", T, data_class=DataClass.HEALTH.value, level=3),
+            Column("value_time", TS, data_class=DataClass.HEALTH.value, level=3),
             _op("computed_at", TS),
             _op("as_of", TS),  # the date the value describes (windows end there)
         ),
