@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +25,49 @@ from careloop.storage import Backend, connect
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 PG_ENV = "CARELOOP_TEST_POSTGRES_URL"
+DEMO_100K_PATIENTS = 100_000
+#: an existing 100,000-patient demo store to use instead of building one (with CARELOOP_KEY_FILE)
+DEMO_100K_STORE_ENV = "CARELOOP_CONSOLE_TIMING_STORE"
+
+
+@dataclass(frozen=True)
+class Demo100k:
+    url: str
+    key_file: str
+    data_dir: Path | None  # the generated files (with truth/); None for a store named by the environment
+
+
+@pytest.fixture(scope="session")
+def demo_100k(tmp_path_factory: pytest.TempPathFactory) -> Demo100k:
+    """The 100,000-patient demo, built once per session the way a user builds it (`careloop demo
+    --patients 100000 --no-serve`, about four minutes on 2 cores), or the store named by
+    CARELOOP_CONSOLE_TIMING_STORE (its generated files in CARELOOP_DEMO_100K_DATA, if any)."""
+    given = os.environ.get(DEMO_100K_STORE_ENV)
+    if given:
+        data = os.environ.get("CARELOOP_DEMO_100K_DATA")
+        return Demo100k(given, os.environ.get("CARELOOP_KEY_FILE", ""), Path(data) if data else None)
+    home = tmp_path_factory.mktemp("demo100k")
+    url, keys = f"duckdb:///{home / 'careloop.duckdb'}", str(home / "keys.json")
+    env = {
+        **os.environ,
+        "CARELOOP_DATABASE_URL": url,
+        "CARELOOP_KEY_FILE": keys,
+        "CARELOOP_MODELS_DIR": str(home / "models"),
+        "CARELOOP_ENVIRONMENT": "test",
+    }
+    env.pop("CARELOOP_WORKSPACE", None)
+    demo = (sys.executable, "-m", "careloop.cli", "demo", "--no-serve", "--json")
+    done = subprocess.run(
+        [*demo, "--patients", str(DEMO_100K_PATIENTS), "--data-dir", str(home / "data")],
+        cwd=home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return Demo100k(url, keys, home / "data")
 
 
 @pytest.fixture(autouse=True)

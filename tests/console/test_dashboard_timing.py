@@ -11,52 +11,18 @@ existing store instead.
 
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
-import sys
-from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.conftest import DEMO_100K_PATIENTS as PATIENTS
+from tests.conftest import Demo100k
+
 DASHBOARDS = ("/console/executive", "/console/marketing", "/console/journey-analysis")
-PATIENTS = 100_000
-DEMO = (sys.executable, "-m", "careloop.cli", "demo", "--no-serve", "--json")
 USER, PASSWORD = "console-timing", "console timing password"
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def large_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """(database URL, key file) of a 100,000-patient demo store: the one named by the environment, else
-    built here with the demo command."""
-    given = os.environ.get("CARELOOP_CONSOLE_TIMING_STORE")
-    if given:
-        yield given, os.environ.get("CARELOOP_KEY_FILE", "")
-        return
-    home = tmp_path_factory.mktemp("demo100k")
-    url, keys = f"duckdb:///{home / 'careloop.duckdb'}", str(home / "keys.json")
-    env = {
-        **os.environ,
-        "CARELOOP_DATABASE_URL": url,
-        "CARELOOP_KEY_FILE": keys,
-        "CARELOOP_MODELS_DIR": str(home / "models"),
-        "CARELOOP_ENVIRONMENT": "test",
-    }
-    env.pop("CARELOOP_WORKSPACE", None)
-    done = subprocess.run(
-        [*DEMO, "--patients", str(PATIENTS), "--data-dir", str(home / "data")],
-        cwd=home,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    yield url, keys
 
 
 def _server_ms(client: TestClient, path: str) -> float:
@@ -66,14 +32,14 @@ def _server_ms(client: TestClient, path: str) -> float:
 
 
 def test_dashboards_under_a_second_on_the_100k_demo(
-    large_store: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+    demo_100k: Demo100k, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from careloop.api import create_app
     from careloop.config import Settings, get_settings
     from careloop.privacy.auth import add_user, list_users
     from careloop.storage import connect
 
-    url, keys = large_store
+    url, keys = demo_100k.url, demo_100k.key_file
     monkeypatch.setenv("CARELOOP_DATABASE_URL", url)
     if keys:
         monkeypatch.setenv("CARELOOP_KEY_FILE", keys)

@@ -23,6 +23,7 @@ import numpy.typing as npt
 import pyarrow as pa
 from pypinyin import Style, pinyin
 
+from careloop.identity.bookings import BOOKINGS_TABLE
 from careloop.identity.cluster import close_birth
 from careloop.identity.rules import Rule
 from careloop.identity.standardise import to_pinyin
@@ -244,6 +245,11 @@ def _identified(p: _Person) -> bool:
     return bool(p.names or p.births or p.ids)
 
 
+def _adult(p: _Person, adult_by: str) -> bool:
+    """The cluster shows a birth date, and every one is on or before `adult_by` (YYYYMMDD)."""
+    return bool(p.births) and all(b <= adult_by for b in p.births)
+
+
 def _minor(p: _Person, adult_by: str) -> bool:
     """Every birth date the cluster shows is after `adult_by` (YYYYMMDD)."""
     return bool(p.births) and all(b > adult_by for b in p.births)
@@ -306,7 +312,17 @@ def _one_char_confused(a: str, b: str) -> bool:
     return diff[0] == 0 and _sound(x) == _sound(y)
 
 
-def _compatible(weak: _Person, cand: _Person, field: str) -> bool:
+def _names_agree(weak: _Person, cand: _Person) -> bool:
+    """Same name, same pinyin (汪/王), the same characters swapped or one character confused; not "one
+    character different": within a family that is a father and son (宋朋浩 / 宋涵浩) as often as a typo."""
+    return bool(
+        weak.names & cand.names
+        or weak.pinyins & cand.pinyins
+        or any(_swapped(a, b) or _one_char_confused(a, b) for a in weak.names for b in cand.names)
+    )
+
+
+def _compatible(weak: _Person, cand: _Person, field: str, adult_by: str = "99991231") -> bool:
     """Whether the weak cluster can be the candidate person, judged on what both hold."""
     if field == "phone" and not (weak.names or weak.births):
         # a bare phone: the caller is the one identified person known at that number. Where a
@@ -324,13 +340,13 @@ def _compatible(weak: _Person, cand: _Person, field: str) -> bool:
             return False
         if not weak.names:  # phone and birth date: the candidate must show the birth date too
             return bool(weak.births and cand.births)
-        # same name, same pinyin (汪/王) or the same characters swapped; not "one character different":
-        # within a family that is a father and son (宋朋浩 / 宋涵浩) as often as a typo
-        return bool(
-            weak.names & cand.names
-            or weak.pinyins & cand.pinyins
-            or any(_swapped(a, b) or _one_char_confused(a, b) for a in weak.names for b in cand.names)
-        )
+        return _names_agree(weak, cand)
+    if field == "booking":
+        # the account booked for this patient; it is the patient only if it is an adult and what the
+        # account says of itself agrees (another name is a relative booking for them)
+        if not _adult(cand, adult_by) or weak.sources & cand.sources:
+            return False  # a child is booked for by a guardian; one account per person per channel
+        return not (weak.names and cand.names) or _names_agree(weak, cand)
     # by name (the exact name, rare enough): a cluster without a phone, or whose phones nobody else
     # has (a new or old number of the same person); a shared phone is left to the phone rules
     return True
@@ -369,19 +385,15 @@ def attach_edges(
     lone_phone = _clusters_with_unshared_phones(con) if "phone" in columns else set()
     lefts, rights, idx = [], [], []
     try:
+        attached: set[int] = set()
         for i, rule in enumerate(rules):
             field = rule.field
-            if field is None or field not in columns:
+            if field == "booking":
+                cand = _booking_candidates(con, rule.name)
+            elif field is None or field not in columns:
                 continue
-            f = ident(field)
-            cand = con.execute(
-                f"WITH v AS (SELECT {f} AS v, count(*) AS n FROM person_std WHERE {f} IS NOT NULL GROUP BY 1) "  # noqa: S608
-                f"SELECT DISTINCT c1.cluster, c2.cluster FROM person_std s "
-                f"JOIN _cl c1 ON c1.unique_id = s.unique_id JOIN _weak w ON w.cluster = c1.cluster "
-                f"JOIN v ON v.v = s.{f} AND v.n <= {int(rule.max_group_size)} "
-                f"JOIN person_std o ON o.{f} = s.{f} "
-                f"JOIN _cl c2 ON c2.unique_id = o.unique_id AND c2.cluster <> c1.cluster ORDER BY 1, 2"
-            ).fetchall()
+            else:
+                cand = _value_candidates(con, field, rule.max_group_size)
             if not cand:
                 continue
             people = _people(con, {c for pair in cand for c in pair}, cols)
@@ -390,6 +402,8 @@ def attach_edges(
                 by_cluster[int(x)].append(int(c))
             for x, clusters in by_cluster.items():
                 weak = people[x]
+                if field == "booking" and (x in attached or len(clusters) != 1 or clusters[0] == x):
+                    continue  # a booking account counts only if all it booked was for one other person
                 if field == "phone" and not (weak.names or weak.births):
                     # the one identified adult at the number, compatible or not: a child's records
                     # carry a guardian's number, and phones are adults' (measured: counting
@@ -407,11 +421,12 @@ def attach_edges(
                     # the one person known by this name and something more; other bare names
                     # (a follower's, a contact's) are no person of their own to choose
                     clusters = [c for c in clusters if people[c].births or people[c].ids or people[c].phones]
-                ok = [c for c in clusters if _compatible(weak, people[c], field)]
+                ok = [c for c in clusters if _compatible(weak, people[c], field, adult_by)]
                 if len(ok) == 1:
                     lefts.append(x)
                     rights.append(ok[0])
                     idx.append(i)
+                    attached.add(x)
     finally:
         con.unregister("_cl")
         con.execute("DROP TABLE IF EXISTS _weak")
@@ -419,6 +434,38 @@ def attach_edges(
         return Edges.empty()
     a, b = np.array(lefts, dtype=np.int64), np.array(rights, dtype=np.int64)
     return Edges(np.minimum(a, b), np.maximum(a, b), np.array(idx, dtype=np.int64))
+
+
+def _value_candidates(
+    con: duckdb.DuckDBPyConnection, field: str, max_group_size: int
+) -> list[tuple[int, int]]:
+    """(weak cluster, other cluster) pairs sharing a value of `field` carried by few enough records."""
+    f = ident(field)
+    rows = con.execute(
+        f"WITH v AS (SELECT {f} AS v, count(*) AS n FROM person_std WHERE {f} IS NOT NULL GROUP BY 1) "  # noqa: S608
+        f"SELECT DISTINCT c1.cluster, c2.cluster FROM person_std s "
+        f"JOIN _cl c1 ON c1.unique_id = s.unique_id JOIN _weak w ON w.cluster = c1.cluster "
+        f"JOIN v ON v.v = s.{f} AND v.n <= {int(max_group_size)} "
+        f"JOIN person_std o ON o.{f} = s.{f} "
+        f"JOIN _cl c2 ON c2.unique_id = o.unique_id AND c2.cluster <> c1.cluster ORDER BY 1, 2"
+    ).fetchall()
+    return [(int(a), int(b)) for a, b in rows]
+
+
+def _booking_candidates(con: duckdb.DuckDBPyConnection, rule: str) -> list[tuple[int, int]]:
+    """(weak cluster, cluster of a patient it booked for) pairs, its own cluster included."""
+    present = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND NOT temporary", [BOOKINGS_TABLE]
+    ).fetchall()
+    if not present[0][0]:
+        return []
+    rows = con.execute(
+        f"SELECT DISTINCT c1.cluster, c2.cluster FROM {BOOKINGS_TABLE} b "  # noqa: S608 - constant
+        "JOIN _cl c1 ON c1.unique_id = b.booker JOIN _weak w ON w.cluster = c1.cluster "
+        "JOIN _cl c2 ON c2.unique_id = b.patient WHERE b.rule = ? ORDER BY 1, 2",
+        [rule],
+    ).fetchall()
+    return [(int(a), int(b)) for a, b in rows]
 
 
 def _clusters_with_unshared_phones(con: duckdb.DuckDBPyConnection) -> set[int]:

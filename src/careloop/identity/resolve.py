@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 
 from careloop.clock import SYSTEM_CLOCK, Clock
 from careloop.identity import incremental, overrides
+from careloop.identity.bookings import load_bookings
 from careloop.identity.cluster import Clustering, cluster_constrained
 from careloop.identity.evidence import (
     Edges,
@@ -131,6 +132,9 @@ def resolve(
     try:
         t = time.perf_counter()
         columns = _prepare(con, records, identifiers, previous)
+        booking_rules = [r for r in rules.attaches() if r.field == "booking"]
+        if booking_rules:
+            load_bookings(con, store, booking_rules)
         timings["standardise"] = round(time.perf_counter() - t, 3)
         n = records.num_rows
         refs = [

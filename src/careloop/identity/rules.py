@@ -8,7 +8,8 @@ The default file is `careloop/identity/resolution.yaml` (package data); `careloo
 - ``identifier``: records carrying the same `patient_identifier` of a kind (unionid, insurance number,
   …) join, compared on the blind index; ``same_system`` limits it to one issuing system;
 - ``attach``: after clustering, a record left on its own joins the only compatible person sharing
-  its phone (or name).
+  its phone (or name), or the only adult it booked appointments for (``field: booking``, with the
+  booking ``events`` and the ``channels`` mapping event sources to appointment channels).
 
 ``max_group_size`` (records carrying one value) and ``max_distinct_names`` (differently named people
 carrying it) keep a hub value — a placeholder phone, a family phone — from chaining people together.
@@ -28,7 +29,7 @@ from careloop.errors import ConfigError
 #: standardised columns a `field` rule may join on, and `also` may require to be equal
 FIELD_COLUMNS: tuple[str, ...] = ("id_number", "phone", "name", "name_pinyin", "birth_str", "sex", "address")
 #: fields an `attach` rule may look for candidates on
-ATTACH_FIELDS: tuple[str, ...] = ("phone", "name")
+ATTACH_FIELDS: tuple[str, ...] = ("phone", "name", "booking")
 DEFAULT_RULES_FILE = "resolution.yaml"
 
 
@@ -47,6 +48,9 @@ class Rule(BaseModel):
     also: list[str] = Field(default_factory=list)
     max_group_size: int = Field(40, ge=2)
     max_distinct_names: int | None = Field(None, ge=1)
+    events: list[str] = Field(default_factory=list)
+    channels: dict[str, str] = Field(default_factory=dict)
+    within_seconds: int = Field(2, ge=0, le=300)
     enabled: bool = True
 
     @model_validator(mode="after")
@@ -61,6 +65,13 @@ class Rule(BaseModel):
                 )
         elif self.field not in ATTACH_FIELDS:
             raise ValueError(f"an attach rule needs field: one of {', '.join(ATTACH_FIELDS)}")
+        elif self.field == "booking" and not (self.events and self.channels):
+            raise ValueError(
+                "a booking rule needs events (booking event names, e.g. [appointment_booked]) and "
+                "channels (event source -> appointment channel, e.g. {wechat_oa: wechat})"
+            )
+        if (self.events or self.channels) and self.field != "booking":
+            raise ValueError("events and channels belong to an attach rule with field: booking")
         bad = [c for c in self.also if c not in FIELD_COLUMNS]
         if bad:
             raise ValueError(f"also: unknown field(s) {', '.join(bad)}; use {', '.join(FIELD_COLUMNS)}")
@@ -96,7 +107,12 @@ class ResolutionRules(BaseModel):
         return [r for r in self.rules if r.enabled and r.kind == "attach"]
 
     def as_settings(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """The rules as stored with a run. A booking rule's `channels` become [source, channel] pairs:
+        a mapping would come back from PostgreSQL (through Arrow) with every rule's keys merged in."""
+        out = self.model_dump(mode="json")
+        for rule in out["rules"]:
+            rule["channels"] = sorted([k, v] for k, v in rule["channels"].items())
+        return out
 
 
 def parse_rules(data: Any, *, origin: str = "rules") -> ResolutionRules:
