@@ -154,6 +154,7 @@ def generate_people(
     surname = np.where(rel == CHILD, child_sn, sn)
     surname = np.where((rel == PARENT) & ~female, head_sn, surname)
     given1, given2 = names.given_names(rng, female, birth_year)
+    given1 = names.distinct_in_household(hh_local, surname, given1, given2, female, birth_year)
 
     # --- place: one address per household
     district_hh = categorical(rng, geography.DISTRICT_WEIGHTS, len(hh_type))
