@@ -93,7 +93,9 @@ def test_a_full_in_process_queue_never_blocks_the_writer(seeded: Backend, clock:
 @pytest.fixture
 def redis_url() -> str:
     url = os.environ.get("CARELOOP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    redis = pytest.importorskip("redis")
+    redis = pytest.importorskip(
+        "redis", reason="the Redis stream tests need the redis package (make install-dev installs it)"
+    )
     try:
         redis.Redis.from_url(url).ping()
     except redis.ConnectionError:
